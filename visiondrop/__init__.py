@@ -1,0 +1,1 @@
+"""VisionDrop: training-free, visual-only, progressive visual-token reduction (and baselines)."""
