@@ -1,0 +1,237 @@
+"""LLaVA on a LLaMA/Vicuna decoder: config, a decoder loop with stage boundaries, and generation.
+
+The decoder loop is our own (transformers' LlamaDecoderLayer, RMSNorm and rotary embedding are used as
+modules, never edited). A run is a prefill over the spliced prompt followed by cached decode steps. Layers
+are grouped into *segments*: a segment starts at layer 0 and at every stage boundary where a reducer
+changed the sequence; all layers of a segment see the same tokens, mask and positions. During decode each
+segment keeps its own key mask and next position, so a pruned layer group attends to its shorter cache and
+a new token takes, in each group, the position after the group's last real position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+from transformers import AutoConfig, LlamaConfig
+from transformers.cache_utils import DynamicCache
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+
+from llava.model.llava_arch import LlavaMetaModel, LlavaMultimodalMixin
+from llava.model.sequence import SequenceBatch, attention_bias, pad_rows
+
+
+class LlavaConfig(LlamaConfig):
+    """LLaMA config plus the LLaVA `mm_*` fields (kept as plain attributes)."""
+
+    model_type = "llava_llama"
+
+
+AutoConfig.register("llava_llama", LlavaConfig)
+
+
+class StageReducer(Protocol):
+    """What the decoder loop needs from an in-LLM pruning method (see visiondrop.methods)."""
+
+    boundaries: tuple[int, ...]
+    compact_positions: bool
+
+    def reduce(self, stage: int, layer_idx: int, batch: SequenceBatch, layer: nn.Module, rope: tuple) -> list: ...
+
+
+@dataclass
+class Segment:
+    """A run of layers that share one token set; grows by one real token per decode step."""
+
+    first_layer: int
+    key_mask: torch.Tensor
+    next_position: torch.Tensor
+
+
+@dataclass
+class ForwardStats:
+    """Visual-token accounting of the last prefill: counts per layer and sample, kept origins per stage."""
+
+    visual_per_layer: torch.Tensor
+    stage_origins: list[list[torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def average_visual_tokens(self) -> list[float]:
+        """Budget actually used by each sample: mean visual tokens over decoder layers."""
+        return self.visual_per_layer.float().mean(dim=0).tolist()
+
+
+class LlavaLlamaModel(LlavaMetaModel):
+    """Embeddings, decoder layers, final norm, plus the multimodal modules of LlavaMetaModel."""
+
+    def __init__(self, config: LlavaConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        self.reducer: StageReducer | None = None
+
+    @property
+    def attn_implementation(self) -> str:
+        return self.config._attn_implementation or "sdpa"
+
+    def _run_layers(self, hidden, key_mask, positions, cache, first: int, stop: int) -> torch.Tensor:
+        mask = attention_bias(key_mask, hidden.shape[1], hidden.dtype, self.attn_implementation)
+        rope = self.rotary_emb(hidden, positions)
+        for layer in self.layers[first:stop]:
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=rope, past_key_values=cache,
+                           use_cache=cache is not None)
+        return hidden
+
+    def prefill(self, batch: SequenceBatch, cache: DynamicCache | None) -> tuple:
+        """Run all layers over the prompt; the reducer acts at its boundaries. Returns the final hidden
+        states (after the norm), each row's last real index, the segments for decoding, and the accounting."""
+        n_layers = len(self.layers)
+        boundaries = sorted(self.reducer.boundaries) if self.reducer is not None else []
+        if boundaries and boundaries[-1] >= n_layers:
+            raise ValueError(f"pruning boundary after layer {boundaries[-1]} but the model has {n_layers} layers")
+        counts = torch.zeros(n_layers, batch.hidden.shape[0], dtype=torch.long)
+        stage_origins = [batch.origin]
+        segments = []
+        starts = [0, *boundaries]
+        for stage, (first, stop) in enumerate(zip(starts, [*boundaries, n_layers])):
+            if stage > 0:
+                rope = self.rotary_emb(batch.hidden, batch.positions)
+                reductions = self.reducer.reduce(stage, first, batch, self.layers[first], rope)
+                batch = apply_reductions(batch, reductions, self.reducer.compact_positions)
+                stage_origins.append(batch.origin)
+            counts[first:stop] = batch.visual_len.cpu()
+            hidden = self._run_layers(batch.hidden, batch.key_mask, batch.positions, cache, first, stop)
+            batch = batch.with_hidden(hidden)
+            last_pos = batch.positions.masked_fill(~batch.key_mask, -1).max(dim=1).values
+            segments.append(Segment(first, batch.key_mask, last_pos + 1))
+        final = self.norm(batch.hidden)
+        last_index = batch.lengths - 1
+        return final, last_index, segments, ForwardStats(counts, stage_origins)
+
+    def decode_step(self, embeds: torch.Tensor, cache: DynamicCache, segments: list[Segment]) -> torch.Tensor:
+        """One cached step for a [B, 1, D] token; advances every segment's mask and position."""
+        hidden = embeds
+        bounds = [s.first_layer for s in segments[1:]] + [len(self.layers)]
+        ones = torch.ones(embeds.shape[0], 1, dtype=torch.bool, device=embeds.device)
+        for seg, stop in zip(segments, bounds):
+            seg.key_mask = torch.cat([seg.key_mask, ones], dim=1)
+            hidden = self._run_layers(hidden, seg.key_mask, seg.next_position[:, None], cache,
+                                      seg.first_layer, stop)
+            seg.next_position = seg.next_position + 1
+        return self.norm(hidden)
+
+
+def apply_reductions(batch: SequenceBatch, reductions: list, compact_positions: bool) -> SequenceBatch:
+    """Rebuild every row as prefix + reduced visual segment + suffix, re-padded on the right."""
+    rows, pos_rows, origins, new_len = [], [], [], []
+    for b, red in enumerate(reductions):
+        n_real = int(batch.lengths[b])
+        start, n_vis = int(batch.visual_start[b]), int(batch.visual_len[b])
+        hidden, pos, origin = batch.hidden[b, :n_real], batch.positions[b, :n_real], batch.origin[b]
+        if red is not None and n_vis > 0:
+            end = start + n_vis
+            hidden = torch.cat([hidden[:start], red.gather(hidden[start:end]), hidden[end:]])
+            pos = torch.cat([pos[:start], red.gather_index(pos[start:end]), pos[end:]])
+            origin = red.gather_index(origin)
+            n_vis = red.size
+        if compact_positions:
+            pos = torch.arange(hidden.shape[0], device=hidden.device)
+        rows.append(hidden)
+        pos_rows.append(pos)
+        origins.append(origin)
+        new_len.append(n_vis)
+    key_mask = pad_rows([torch.ones(r.shape[0], dtype=torch.bool, device=r.device) for r in rows], False)
+    return SequenceBatch(
+        hidden=pad_rows(rows),
+        key_mask=key_mask,
+        positions=pad_rows(pos_rows),
+        visual_start=batch.visual_start,
+        visual_len=torch.tensor(new_len, device=batch.visual_len.device),
+        origin=origins,
+    )
+
+
+class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
+    """LLaVA-1.5 / NeXT model: `model` (decoder + multimodal modules) and an untied `lm_head`."""
+
+    def __init__(self, config: LlavaConfig):
+        super().__init__()
+        self.config = config
+        self.model = LlavaLlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.last_stats: ForwardStats | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, images=None, image_sizes=None, attention_mask=None) -> torch.Tensor:
+        """Prefill without a cache; returns logits [B, T', V] over the (possibly pruned) sequence."""
+        batch = self.prepare_multimodal_batch(input_ids, attention_mask, images, image_sizes)
+        final, _, _, self.last_stats = self.model.prefill(batch, cache=None)
+        return self.lm_head(final)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        images=None,
+        image_sizes=None,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 128,
+        min_new_tokens: int = 0,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+        pad_token_id: int = 0,
+        return_logits: bool = False,
+    ):
+        """Prefill once, then decode with the KV cache. Returns the new token ids [B, n] (padded with
+        `pad_token_id` after EOS), and with `return_logits` also the per-step logits [B, n, V]."""
+        eos = self.config.eos_token_id if eos_token_id is None else eos_token_id
+        batch = self.prepare_multimodal_batch(input_ids, attention_mask, images, image_sizes)
+        cache = DynamicCache()
+        final, last_index, segments, self.last_stats = self.model.prefill(batch, cache)
+        rows = torch.arange(final.shape[0], device=final.device)
+        logits = self.lm_head(final[rows, last_index]).float()
+        done = torch.zeros(final.shape[0], dtype=torch.bool, device=final.device)
+        tokens, step_logits = [], []
+        for step in range(max_new_tokens):
+            if step < min_new_tokens and eos is not None:
+                logits[:, eos] = float("-inf")
+            step_logits.append(logits)
+            token = _pick(logits, do_sample, temperature, top_p)
+            token = token.masked_fill(done, pad_token_id)
+            tokens.append(token)
+            done |= token == eos if eos is not None else torch.zeros_like(done)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            hidden = self.model.decode_step(self.model.embed_tokens(token)[:, None], cache, segments)
+            logits = self.lm_head(hidden[:, -1]).float()
+        out = torch.stack(tokens, dim=1)
+        return (out, torch.stack(step_logits, dim=1)) if return_logits else out
+
+
+def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float | None) -> torch.Tensor:
+    """Greedy or temperature / nucleus sampling from [B, V] logits."""
+    if not do_sample or temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p is not None and top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p
+        probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+    return torch.multinomial(probs, 1)[:, 0]
+
+
+__all__ = ["LlavaConfig", "LlavaLlamaModel", "LlavaLlamaForCausalLM", "ForwardStats", "pad_rows"]

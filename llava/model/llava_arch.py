@@ -1,0 +1,101 @@
+"""Vision tower + projector, and splicing image features into the embedded prompt."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from llava.model.multimodal_projector.builder import build_vision_projector
+from llava.model.sequence import SequenceBatch, pad_rows
+
+
+class LlavaMetaModel(nn.Module):
+    """Holds `mm_projector`, the vision tower (attached after loading) and NeXT's `image_newline`."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.vision_tower: CLIPVisionTower | None = None
+        if getattr(config, "mm_hidden_size", None) is not None:
+            self.mm_projector = build_vision_projector(config)
+        if "unpad" in getattr(config, "mm_patch_merge_type", "flat"):
+            self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
+
+
+class LlavaMultimodalMixin:
+    """Encoding images and building the spliced, right-padded `SequenceBatch` for the decoder loop."""
+
+    def get_vision_tower(self) -> CLIPVisionTower:
+        tower = self.model.vision_tower
+        if tower is None:
+            raise RuntimeError("this model has no vision tower attached: load it with load_pretrained_model()")
+        return tower
+
+    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[n, 3, H, W] -> projected features [n, T, D] (model dtype) and the tower origin [T]."""
+        features, origin = self.get_vision_tower().encode(images.to(self.device))
+        return self.model.mm_projector(features.to(self.dtype)), origin
+
+    def prepare_multimodal_batch(self, input_ids, attention_mask=None, images=None, image_sizes=None) -> SequenceBatch:
+        """Embed the prompt ids and splice one feature block per IMAGE_TOKEN_INDEX placeholder.
+
+        `input_ids` is [B, T] (right-padded; `attention_mask` marks real tokens) or a list of 1-D tensors.
+        `images` holds one image per placeholder, in prompt order across the batch (text-only samples take
+        none). Adjacent placeholders (video frames) form one visual segment.
+        """
+        rows = _as_rows(input_ids, attention_mask)
+        n_placeholders = sum(int((r == IMAGE_TOKEN_INDEX).sum()) for r in rows)
+        if n_placeholders and images is None:
+            raise ValueError(f"the prompt has {n_placeholders} image placeholder(s) but no images were given")
+        if images is not None and len(images) != n_placeholders:
+            raise ValueError(f"{len(images)} images for {n_placeholders} <image> placeholders in the prompts")
+        features, origin = self.encode_images(images) if n_placeholders else (None, None)
+        embed = self.model.embed_tokens
+        max_len = getattr(self.config, "tokenizer_model_max_length", None)
+        seqs, origins, starts, lengths = [], [], [], []
+        next_image = 0
+        for ids in rows:
+            ids = ids.to(self.device)
+            pieces, visual, start, seg_len = [], [], 0, 0
+            cut = [-1, *torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist(), ids.numel()]
+            for k in range(len(cut) - 1):
+                text = ids[cut[k] + 1: cut[k + 1]]
+                pieces.append(embed(text))
+                if k + 1 < len(cut) - 1:
+                    if seg_len and text.numel():
+                        raise ValueError("images of one sample must be adjacent placeholders (one visual segment)")
+                    if not seg_len:
+                        start = sum(p.shape[0] for p in pieces)
+                    feats = features[next_image]
+                    visual.append(origin + next_image * origin.numel())
+                    pieces.append(feats)
+                    seg_len += feats.shape[0]
+                    next_image += 1
+            seq = torch.cat(pieces)[:max_len] if max_len else torch.cat(pieces)
+            seqs.append(seq)
+            starts.append(start)
+            lengths.append(min(seg_len, max(0, seq.shape[0] - start)))
+            origins.append(torch.cat(visual) if visual else torch.zeros(0, dtype=torch.long, device=self.device))
+        key_mask = pad_rows([torch.ones(s.shape[0], dtype=torch.bool, device=self.device) for s in seqs], False)
+        positions = (key_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        return SequenceBatch(
+            hidden=pad_rows(seqs),
+            key_mask=key_mask,
+            positions=positions,
+            visual_start=torch.tensor(starts, device=self.device),
+            visual_len=torch.tensor(lengths, device=self.device),
+            origin=origins,
+        )
+
+
+def _as_rows(input_ids, attention_mask) -> list[torch.Tensor]:
+    """Split a padded id batch (or a list of 1-D id tensors) into its real-token rows."""
+    if isinstance(input_ids, (list, tuple)):
+        return [torch.as_tensor(r) for r in input_ids]
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if attention_mask is None:
+        return list(input_ids)
+    return [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask)]

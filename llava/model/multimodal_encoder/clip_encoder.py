@@ -1,0 +1,89 @@
+"""CLIP vision tower: runs CLIP to the selected layer and returns patch (or CLS + patch) features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers.utils import logging as hf_logging
+
+
+class CLIPVisionTower(nn.Module):
+    """Wraps transformers' CLIPVisionModel as LLaVA does (`mm_vision_select_layer`, `..._select_feature`).
+
+    `encode` returns features [n, T, C] and `origin` [T]: the tower-token index each output token stands for
+    (-1 for CLS, patches 0..P-1). Pruning-aware subclasses override `select` to reduce the tokens.
+    """
+
+    def __init__(self, vision_tower: str, select_layer: int = -2, select_feature: str = "patch",
+                 config: CLIPVisionConfig | None = None):
+        super().__init__()
+        if select_feature not in ("patch", "cls_patch"):
+            raise ValueError(f"mm_vision_select_feature={select_feature!r}: expected 'patch' or 'cls_patch'")
+        self.vision_tower_name = vision_tower
+        self.select_layer = select_layer
+        self.select_feature = select_feature
+        # Built from a config (weights come from a checkpoint) or loaded from a directory / hub name.
+        self.vision_tower = CLIPVisionModel(config) if config is not None else load_clip(vision_tower)
+        self.vision_tower.requires_grad_(False)
+
+    @property
+    def config(self) -> CLIPVisionConfig:
+        return self.vision_tower.config
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def num_patches(self) -> int:
+        return (self.config.image_size // self.config.patch_size) ** 2
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vision_tower.embeddings.patch_embedding.weight.dtype
+
+    def _layer_index(self) -> int:
+        """Index into `hidden_states` of the selected feature (LLaVA's -2 = output of the second-last layer)."""
+        n = self.config.num_hidden_layers + 1
+        index = self.select_layer if self.select_layer >= 0 else n + self.select_layer
+        if not 1 <= index < n:
+            raise ValueError(f"mm_vision_select_layer={self.select_layer} is outside a {n - 1}-layer tower")
+        return index
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[n, 3, H, W] pixels -> (features [n, T, C], origin [T])."""
+        out = self.vision_tower(images.to(self.dtype), output_hidden_states=True)
+        index = self._layer_index()
+        layer = self.vision_tower.encoder.layers[index - 1]
+        return self.select(out.hidden_states[index - 1], out.hidden_states[index], layer)
+
+    def select(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module):
+        """Choose the output tokens from the selected layer's output (its input and module are for scorers)."""
+        origin = torch.arange(-1, features.shape[1] - 1, device=features.device)
+        if self.select_feature == "patch":
+            return features[:, 1:], origin[1:]
+        return features, origin
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode(images)[0]
+
+
+def load_clip(name_or_path: str) -> CLIPVisionModel:
+    """Load the vision half of a CLIP checkpoint (local directory, or a hub name where a hub is reachable)."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a full CLIPModel directory has text weights we do not need
+    try:
+        return CLIPVisionModel.from_pretrained(name_or_path)
+    except OSError as err:
+        where = "directory" if Path(name_or_path).exists() else "name"
+        raise FileNotFoundError(
+            f"vision tower {where} {name_or_path!r} could not be loaded ({err.__class__.__name__}). Put a CLIP "
+            "checkpoint (e.g. openai/clip-vit-large-patch14-336: config.json + weights) in a local directory and "
+            "pass it with --vision-tower DIR (or set mm_vision_tower in the model's config.json)."
+        ) from err
+    finally:
+        hf_logging.set_verbosity(verbosity)

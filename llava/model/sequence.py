@@ -1,0 +1,65 @@
+"""The padded multimodal batch that flows through the decoder loop, and its attention masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+
+@dataclass
+class SequenceBatch:
+    """A right-padded batch of embedded sequences with per-sample visual spans.
+
+    `key_mask[b, t]` is True for real tokens; real tokens of row b are its first `lengths[b]` columns.
+    `visual_start[b]` / `visual_len[b]` locate the (single, contiguous) visual segment of sample b
+    (`visual_len` is 0 for text-only samples). `origin[b]` holds, for every visual token, the index of the
+    vision-tower token it stands for (-1 for a CLS token), so kept tokens can be drawn over the image.
+    """
+
+    hidden: torch.Tensor
+    key_mask: torch.Tensor
+    positions: torch.Tensor
+    visual_start: torch.Tensor
+    visual_len: torch.Tensor
+    origin: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.key_mask.sum(dim=1)
+
+    @property
+    def has_padding(self) -> bool:
+        return not bool(self.key_mask.all())
+
+    def with_hidden(self, hidden: torch.Tensor) -> SequenceBatch:
+        return replace(self, hidden=hidden)
+
+
+def attention_bias(
+    key_mask: torch.Tensor, q_len: int, dtype: torch.dtype, implementation: str
+) -> torch.Tensor | None:
+    """Mask for one attention call whose `q_len` queries are the last `q_len` keys.
+
+    Returns None where the attention kernel's own causal handling is exact (no padding, and a kernel that
+    applies causality itself), a 2-D key mask for FlashAttention-2, else an additive [B, 1, q, k] mask.
+    """
+    padded = not bool(key_mask.all())
+    if implementation == "flash_attention_2":
+        return key_mask.long() if padded else None
+    if not padded and (q_len == 1 or implementation != "eager"):
+        return None
+    k_len = key_mask.shape[1]
+    causal = torch.ones(q_len, k_len, dtype=torch.bool, device=key_mask.device).tril(k_len - q_len)
+    allowed = causal[None] & key_mask[:, None, :].bool()
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=key_mask.device)
+    return bias.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def pad_rows(rows: list[torch.Tensor], pad_value: float | int = 0) -> torch.Tensor:
+    """Stack variable-length rows (first dim = time) into a right-padded batch."""
+    longest = max(r.shape[0] for r in rows)
+    out = rows[0].new_full((len(rows), longest, *rows[0].shape[1:]), pad_value)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out

@@ -1,0 +1,255 @@
+"""Analytic FLOPs and KV-cache calculator following the efficiency spec §2 (FLOPs = 2 x MACs)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LLMShape:
+    """Decoder-only LLM shape (Llama family: SwiGLU MLP, optional GQA)."""
+
+    layers: int
+    hidden: int
+    ffn: int
+    heads: int
+    kv_heads: int
+    vocab: int
+
+    @property
+    def head_dim(self) -> int:
+        """Per-head width."""
+        return self.hidden // self.heads
+
+    @property
+    def linear_macs_per_token(self) -> int:
+        """MACs of q/k/v/o and the three MLP projections for one token in one layer."""
+        kv_dim = self.kv_heads * self.head_dim
+        return 2 * self.hidden * self.hidden + 2 * self.hidden * kv_dim + 3 * self.hidden * self.ffn
+
+    @classmethod
+    def vicuna_7b(cls) -> LLMShape:
+        """Vicuna-7B (LLaVA-1.5 / LLaVA-NeXT language model)."""
+        return cls(layers=32, hidden=4096, ffn=11008, heads=32, kv_heads=32, vocab=32000)
+
+
+@dataclass(frozen=True)
+class VisionShape:
+    """ViT shape; tokens include CLS, patch_pixels is the patch-embedding conv fan-in."""
+
+    layers: int
+    width: int
+    ffn: int
+    tokens: int
+    patch_pixels: int = 14 * 14 * 3
+
+    @classmethod
+    def clip_vit_l_336(cls) -> VisionShape:
+        """CLIP ViT-L/14 at 336 px (577 tokens)."""
+        return cls(layers=24, width=1024, ffn=4096, tokens=577)
+
+
+@dataclass(frozen=True)
+class ProjectorShape:
+    """MLP projector: in_width -> out_width, then (n_linears - 1) out_width -> out_width linears."""
+
+    in_width: int
+    out_width: int
+    n_linears: int = 2
+
+    @property
+    def macs_per_token(self) -> int:
+        """MACs per projected token."""
+        return self.in_width * self.out_width + (self.n_linears - 1) * self.out_width**2
+
+    @classmethod
+    def mlp2x_gelu(cls, in_width: int = 1024, out_width: int = 4096) -> ProjectorShape:
+        """LLaVA `mlp2x_gelu` projector."""
+        return cls(in_width, out_width, 2)
+
+
+def vicuna_7b() -> LLMShape:
+    """Vicuna-7B shape."""
+    return LLMShape.vicuna_7b()
+
+
+def clip_vit_l_336() -> VisionShape:
+    """CLIP ViT-L/14-336 shape."""
+    return VisionShape.clip_vit_l_336()
+
+
+def mlp2x_gelu(in_width: int = 1024, out_width: int = 4096) -> ProjectorShape:
+    """`mlp2x_gelu` projector shape."""
+    return ProjectorShape.mlp2x_gelu(in_width, out_width)
+
+
+def from_configs(
+    llm_config: Any, vision_config: Any, projector_type: str = "mlp2x_gelu"
+) -> tuple[LLMShape, VisionShape, ProjectorShape]:
+    """Build shapes from LlamaConfig- and CLIPVisionConfig-like objects."""
+    kv_heads = getattr(llm_config, "num_key_value_heads", None) or llm_config.num_attention_heads
+    llm = LLMShape(
+        layers=llm_config.num_hidden_layers,
+        hidden=llm_config.hidden_size,
+        ffn=llm_config.intermediate_size,
+        heads=llm_config.num_attention_heads,
+        kv_heads=kv_heads,
+        vocab=llm_config.vocab_size,
+    )
+    patch = vision_config.patch_size
+    vision = VisionShape(
+        layers=vision_config.num_hidden_layers,
+        width=vision_config.hidden_size,
+        ffn=vision_config.intermediate_size,
+        tokens=(vision_config.image_size // patch) ** 2 + 1,
+        patch_pixels=patch * patch * getattr(vision_config, "num_channels", 3),
+    )
+    if projector_type == "linear":
+        n_linears = 1
+    elif m := re.fullmatch(r"mlp(\d+)x_gelu", projector_type):
+        n_linears = int(m.group(1))
+    else:
+        raise ValueError(f"unknown projector type {projector_type!r}")
+    return llm, vision, ProjectorShape(vision.width, llm.hidden, n_linears)
+
+
+def vision_macs(vision: VisionShape) -> int:
+    """MACs of one ViT forward over one crop (all layers + patch-embedding conv)."""
+    n, w = vision.tokens, vision.width
+    per_layer = 4 * n * w * w + 2 * n * n * w + 2 * n * w * vision.ffn
+    return vision.layers * per_layer + (n - 1) * vision.patch_pixels * w
+
+
+def llm_layer_macs(llm: LLMShape, n: int) -> int:
+    """MACs of one decoder layer over n tokens, attention counted dense."""
+    return n * llm.linear_macs_per_token + 2 * n * n * llm.heads * llm.head_dim
+
+
+def selection_macs(llm: LLMShape, n_seq: int, n_queries: int) -> int:
+    """MACs of one scoring boundary: q and k over n_seq tokens plus n_queries x n_seq scores."""
+    q_dim, kv_dim = llm.heads * llm.head_dim, llm.kv_heads * llm.head_dim
+    return n_seq * llm.hidden * (q_dim + kv_dim) + n_queries * n_seq * q_dim
+
+
+def per_layer_counts(schedule: Sequence[tuple[int, int]], layers: int = 32) -> list[int]:
+    """Expand (first_layer, count) stage starts into per-layer counts n_l."""
+    stages = sorted(schedule)
+    if not stages or stages[0][0] != 0:
+        raise ValueError("schedule must start at layer 0")
+    ends = [s[0] for s in stages[1:]] + [layers]
+    counts: list[int] = []
+    for (start, count), end in zip(stages, ends, strict=True):
+        if end <= start or end > layers:
+            raise ValueError(f"bad stage boundaries in {schedule}")
+        counts += [count] * (end - start)
+    return counts
+
+
+def average_budget(counts: Sequence[int]) -> float:
+    """Token budget B = mean visual tokens over decoder layers."""
+    return sum(counts) / len(counts)
+
+
+def boundary_selection(
+    text_tokens: int, visual_per_layer: Sequence[int], queries: int | str = "visual"
+) -> list[tuple[int, int]]:
+    """(n_seq, n_queries) wherever the visual count drops; queries='visual' scores with all visual tokens."""
+    out = []
+    for prev, cur in itertools.pairwise(visual_per_layer):
+        if cur != prev:
+            out.append((text_tokens + prev, prev if queries == "visual" else int(queries)))
+    return out
+
+
+def flops_report(
+    llm: LLMShape,
+    vision: VisionShape,
+    projector: ProjectorShape,
+    text_tokens: int,
+    visual_per_layer: list[int],
+    n_crops: int = 1,
+    projected_tokens: int | None = None,
+    lm_head_positions: int | str = "all",
+    selection: Sequence[tuple[int, int]] = (),
+) -> dict[str, float]:
+    """Prefill FLOPs per component (vision, projector, llm, selection, lm_head, total), 2 x MACs."""
+    if len(visual_per_layer) != llm.layers:
+        raise ValueError(f"need {llm.layers} per-layer counts, got {len(visual_per_layer)}")
+    if projected_tokens is None:
+        projected_tokens = min(visual_per_layer[0], n_crops * (vision.tokens - 1))
+    n_head = text_tokens + visual_per_layer[-1] if lm_head_positions == "all" else int(lm_head_positions)
+    macs = {
+        "vision": n_crops * vision_macs(vision),
+        "projector": projected_tokens * projector.macs_per_token,
+        "llm": sum(llm_layer_macs(llm, text_tokens + v) for v in visual_per_layer),
+        "selection": sum(selection_macs(llm, n_seq, nq) for n_seq, nq in selection),
+        "lm_head": n_head * llm.hidden * llm.vocab,
+    }
+    report = {k: 2.0 * v for k, v in macs.items()}
+    report["total"] = sum(report.values())
+    return report
+
+
+def decode_flops_per_token(llm: LLMShape, context_per_layer: list[int]) -> float:
+    """FLOPs of one decode step attending to context_per_layer[l] cached tokens in layer l."""
+    macs = llm.layers * llm.linear_macs_per_token + llm.hidden * llm.vocab
+    macs += sum(2 * llm.heads * llm.head_dim * n for n in context_per_layer)
+    return 2.0 * macs
+
+
+def kv_cache_bytes(
+    llm: LLMShape, tokens_per_layer: list[int], batch: int = 1, bytes_per_elem: int = 2
+) -> int:
+    """KV-cache size: sum over layers of tokens x 2 (K, V) x kv_heads x head_dim x bytes."""
+    return batch * sum(tokens_per_layer) * 2 * llm.kv_heads * llm.head_dim * bytes_per_elem
+
+
+MODELS = {"llava15-7b": 1, "llava-next-7b": 5}
+
+
+def _parse_counts(spec: str) -> list[int]:
+    """Parse '96x8,70x8' into per-layer counts."""
+    counts: list[int] = []
+    for part in spec.split(","):
+        value, _, times = part.partition("x")
+        counts += [int(value)] * int(times or 1)
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI: print a Markdown FLOPs table for one configuration."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", choices=sorted(MODELS), default="llava15-7b")
+    ap.add_argument("--counts", required=True, help="per-layer visual counts, e.g. 96x8,70x8,52x8,38x8")
+    ap.add_argument("--text-tokens", type=int, default=64)
+    ap.add_argument("--projected", type=int, default=None, help="tokens through the projector")
+    ap.add_argument("--lm-head", default="all", help="'all' prompt positions or a number")
+    ap.add_argument(
+        "--selection", choices=["visual", "one", "none"], default="visual",
+        help="queries per boundary: all visual tokens (VisionDrop), one (PDrop), none (FastV, flat)",
+    )
+    args = ap.parse_args(argv)
+    llm, vision, proj = vicuna_7b(), clip_vit_l_336(), mlp2x_gelu(1024, 4096)
+    counts = _parse_counts(args.counts)
+    sel = [] if args.selection == "none" else boundary_selection(
+        args.text_tokens, counts, "visual" if args.selection == "visual" else 1
+    )
+    rep = flops_report(
+        llm, vision, proj, args.text_tokens, counts, n_crops=MODELS[args.model],
+        projected_tokens=args.projected, lm_head_positions=args.lm_head, selection=sel,
+    )
+    kv = kv_cache_bytes(llm, [args.text_tokens + c for c in counts]) / 2**20
+    keys = ["vision", "projector", "llm", "selection", "lm_head", "total"]
+    print("| model | avg visual | " + " | ".join(f"{k} (T)" for k in keys) + " | KV (MiB) |")
+    print("|---" * (len(keys) + 3) + "|")
+    cells = " | ".join(f"{rep[k] / 1e12:.3f}" for k in keys)
+    print(f"| {args.model} | {average_budget(counts):.1f} | {cells} | {kv:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
