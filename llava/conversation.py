@@ -81,23 +81,48 @@ LLAVA_LLAMA_2_SYSTEM = (
 )
 
 conv_vicuna_v1 = Conversation(
-    system=VICUNA_SYSTEM, roles=("USER", "ASSISTANT"), messages=[], sep_style=SeparatorStyle.TWO,
-    sep=" ", sep2="</s>", version="v1",
+    system=VICUNA_SYSTEM,
+    roles=("USER", "ASSISTANT"),
+    messages=[],
+    sep_style=SeparatorStyle.TWO,
+    sep=" ",
+    sep2="</s>",
+    version="v1",
 )
 conv_llava_v1 = Conversation(
-    system=LLAVA_V1_SYSTEM, roles=("USER", "ASSISTANT"), messages=[], sep_style=SeparatorStyle.TWO,
-    sep=" ", sep2="</s>", version="v1",
+    system=LLAVA_V1_SYSTEM,
+    roles=("USER", "ASSISTANT"),
+    messages=[],
+    sep_style=SeparatorStyle.TWO,
+    sep=" ",
+    sep2="</s>",
+    version="v1",
 )
 conv_llava_plain = Conversation(
-    system="", roles=("", ""), messages=[], sep_style=SeparatorStyle.PLAIN, sep="\n", version="plain",
+    system="",
+    roles=("", ""),
+    messages=[],
+    sep_style=SeparatorStyle.PLAIN,
+    sep="\n",
+    version="plain",
 )
 conv_llava_llama_2 = Conversation(
-    system=LLAVA_LLAMA_2_SYSTEM, roles=("USER", "ASSISTANT"), messages=[], sep_style=SeparatorStyle.LLAMA_2,
-    sep="<s>", sep2="</s>", version="llama_v2",
+    system=LLAVA_LLAMA_2_SYSTEM,
+    roles=("USER", "ASSISTANT"),
+    messages=[],
+    sep_style=SeparatorStyle.LLAMA_2,
+    sep="<s>",
+    sep2="</s>",
+    version="llama_v2",
 )
 conv_mistral_instruct = Conversation(
-    system="", roles=("USER", "ASSISTANT"), messages=[], sep_style=SeparatorStyle.LLAMA_2,
-    sep="", sep2="</s>", version="llama_v2",
+    system="",
+    roles=("USER", "ASSISTANT"),
+    messages=[],
+    sep_style=SeparatorStyle.LLAMA_2,
+    sep="",
+    sep2="</s>",
+    version="llama_v2",
 )
 
 conv_templates: dict[str, Conversation] = {

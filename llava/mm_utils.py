@@ -1,4 +1,4 @@
-"""Image loading, CLIP preprocessing, anyres tiling and prompt tokenization with image placeholders (spec §3-4)."""
+"""Image loading, CLIP preprocessing, anyres tiling and `<image>` prompt tokenization (spec §3-4)."""
 
 from __future__ import annotations
 
@@ -25,16 +25,16 @@ def load_image(path: str | Path, convert_rgb: bool = True) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"Image file not found: '{path}'. Check the image folder argument and the 'image' field of the "
-            "question file (paths are relative to the image folder), or download/extract the benchmark images."
+            f"Image file not found: '{path}'. Check the image folder argument and the 'image' field of "
+            "the question file (paths are relative to the image folder), or download/extract the images."
         )
     try:
         image = Image.open(path)
         image.load()  # force a full decode: Image.open only reads the header
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... on bad data
         raise ValueError(
-            f"Cannot decode image file '{path}' ({type(exc).__name__}: {exc}). The file is corrupt or truncated "
-            "or not an image; re-download or re-extract it."
+            f"Cannot decode image file '{path}' ({type(exc).__name__}: {exc}). The file is corrupt, "
+            "truncated or not an image; re-download or re-extract it."
         ) from exc
     return image.convert("RGB") if convert_rgb else image
 
@@ -103,7 +103,9 @@ def _parse_pinpoints(grid_pinpoints: str | Sequence[Sequence[int]]) -> list[Reso
     return [(int(w), int(h)) for w, h in grid_pinpoints]
 
 
-def select_best_resolution(original_size: Resolution, possible_resolutions: Sequence[Sequence[int]]) -> Resolution:
+def select_best_resolution(
+    original_size: Resolution, possible_resolutions: str | Sequence[Sequence[int]]
+) -> Resolution:
     """Pick the (W, H) that keeps most effective pixels, then wastes least; first wins exact ties."""
     original_width, original_height = original_size
     best_fit: Resolution | None = None
@@ -209,7 +211,8 @@ def process_images(
     """`pad` / plain -> [n, 3, S, S]; `anyres` -> list of per-image [1 + g, 3, S, S] tensors."""
     if image_aspect_ratio == "pad":
         background = tuple(int(x * 255) for x in OPENAI_CLIP_MEAN)
-        return torch.cat([clip_preprocess(expand2square(img, background), image_size) for img in images], dim=0)
+        squares = [expand2square(img, background) for img in images]
+        return torch.cat([clip_preprocess(sq, image_size) for sq in squares], dim=0)
     if image_aspect_ratio == "anyres":
         if grid_pinpoints is None:
             raise ValueError("image_aspect_ratio 'anyres' needs grid_pinpoints (config.image_grid_pinpoints)")
@@ -223,7 +226,7 @@ def tokenizer_image_token(
     image_token_index: int = IMAGE_TOKEN_INDEX,
     return_tensors: str | None = None,
 ) -> list[int] | torch.Tensor:
-    """Tokenize each `<image>`-separated chunk on its own, keep one BOS, join chunks with `image_token_index`."""
+    """Tokenize each `<image>`-separated chunk alone, keep one BOS, join chunks with `image_token_index`."""
     chunks = [list(tokenizer(chunk).input_ids) for chunk in prompt.split(DEFAULT_IMAGE_TOKEN)]
     bos = tokenizer.bos_token_id
     strip = bool(chunks[0]) and bos is not None and chunks[0][0] == bos

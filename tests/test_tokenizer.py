@@ -7,16 +7,16 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+import llava.model.tiny_tokenizer as tiny
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import build_prompt
 from llava.mm_utils import tokenizer_image_token
-from llava.model.tiny_tokenizer import TINY_VOCAB_SIZE, train_tiny_model, train_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_llava_tokenizer")
-    train_tiny_tokenizer(out)
+    tiny.train_tiny_tokenizer(out)
     return out
 
 
@@ -45,11 +45,11 @@ def test_files_and_config(tok_dir: Path) -> None:
 
 
 def test_training_is_deterministic() -> None:
-    assert train_tiny_model() == train_tiny_model()
+    assert tiny.train_tiny_model() == tiny.train_tiny_model()
 
 
 def test_loads_with_llava_settings(tok, tok_dir: Path) -> None:
-    assert len(tok) == TINY_VOCAB_SIZE
+    assert len(tok) == tiny.TINY_VOCAB_SIZE
     assert (tok.bos_token_id, tok.eos_token_id, tok.unk_token_id, tok.pad_token_id) == (1, 2, 0, 0)
     assert tok.pad_token == "<unk>" and tok.padding_side == "right" and tok.model_max_length == 2048
     ids = tok("Is it overcast?").input_ids

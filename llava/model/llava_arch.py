@@ -34,7 +34,7 @@ class LlavaMultimodalMixin:
         return tower
 
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[n, 3, H, W] -> projected features [n, T, D] (model dtype) and the tower origin [T]."""
+        """[n, 3, H, W] -> projected features [n, T, D] (model dtype) and the tower origins [n, T]."""
         features, origin = self.get_vision_tower().encode(images.to(self.device))
         return self.model.mm_projector(features.to(self.dtype)), origin
 
@@ -69,7 +69,7 @@ class LlavaMultimodalMixin:
                     if not seg_len:
                         start = sum(p.shape[0] for p in pieces)
                     feats = features[next_image]
-                    visual.append(origin + next_image * origin.numel())
+                    visual.append(origin[next_image])
                     pieces.append(feats)
                     seg_len += feats.shape[0]
                     next_image += 1

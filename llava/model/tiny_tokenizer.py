@@ -2,22 +2,21 @@
 
 transformers 5.x findings (checked on 5.23):
 
-* There are no "slow" sentencepiece Llama tokenizers any more. ``AutoTokenizer`` pops and ignores ``use_fast``;
-  ``LlamaTokenizer`` (== ``LlamaTokenizerFast``) is a ``tokenizers``-backed class. Given only a bare
-  ``tokenizer.model`` it extracts vocab + merges with ``SentencePieceExtractor`` (the ``sentencepiece`` package
-  must be importable) and rebuilds a BPE model with byte fallback, a ``Metaspace("▁")`` pre-tokenizer and no
-  normalizer. No ``tokenizer.json`` is needed.
-* ``legacy`` defaults to False, which maps to ``prepend_scheme="first"``: the dummy "▁" prefix is added once at the
-  start of the text, like the 4.x slow tokenizer with ``legacy=False`` (the original LLaVA config).
-* ``add_bos_token`` defaults to **False** in the backend (despite the class docstring); the original LLaVA
-  ``tokenizer_config.json`` sets it true, so it must be written explicitly for ``<s>`` (id 1) to be prepended.
-* The 4.x ``{"__type": "AddedToken", ...}`` dicts of the original config still load, but the ``tokenizers`` Rust
-  library prints "Ignored unknown kwarg option __type" for each; plain strings are written here instead.
-* Text that *starts* with a space differs from sentencepiece / the 4.x slow tokenizer: ``Metaspace`` does not add
-  the dummy prefix when the text already begins with "▁", so " x" gives one "▁" fewer. LLaVA prompt chunks never
-  start with a space (they start with the system prompt, "\n" or are empty), so ``tokenizer_image_token`` is
+* There is no "slow" sentencepiece Llama tokenizer any more: ``AutoTokenizer`` pops and ignores
+  ``use_fast``, and ``LlamaTokenizer`` (== ``LlamaTokenizerFast``) is ``tokenizers``-backed. From a bare
+  ``tokenizer.model`` it extracts vocab + merges with ``SentencePieceExtractor`` (needs the
+  ``sentencepiece`` package) and rebuilds a byte-fallback BPE with a ``Metaspace("▁")`` pre-tokenizer and
+  no normalizer. No ``tokenizer.json`` is needed; "LlamaTokenizer" in the config picks that class.
+* ``legacy`` defaults to False -> ``prepend_scheme="first"``: one dummy "▁" at the start of the text, as
+  the 4.x slow tokenizer with ``legacy=False`` (the original LLaVA config).
+* ``add_bos_token`` defaults to **False** in the backend (despite the class docstring); the original
+  LLaVA ``tokenizer_config.json`` sets it true, so it is written explicitly to get ``<s>`` (id 1).
+* The 4.x ``{"__type": "AddedToken", ...}`` dicts of the original config still load, but the
+  ``tokenizers`` library prints "Ignored unknown kwarg option __type" for each; plain strings are used.
+* Text that *starts* with a space differs from sentencepiece / the 4.x slow tokenizer: ``Metaspace``
+  adds no dummy prefix when the text already begins with "▁", so " x" gives one "▁" fewer. LLaVA prompt
+  chunks never start with a space (system prompt, "\n" or empty), so ``tokenizer_image_token`` is
   unaffected.
-* ``tokenizer_class`` "LlamaTokenizer" in the config resolves to that class whether or not ``use_fast`` is given.
 """
 
 from __future__ import annotations
@@ -97,7 +96,7 @@ def train_tiny_model(vocab_size: int = TINY_VOCAB_SIZE) -> bytes:
 
 
 def train_tiny_tokenizer(out_dir: str | Path) -> None:
-    """Write ``tokenizer.model``, ``tokenizer_config.json`` and ``special_tokens_map.json`` into ``out_dir``."""
+    """Write tokenizer.model, tokenizer_config.json and special_tokens_map.json into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer.model").write_bytes(train_tiny_model())

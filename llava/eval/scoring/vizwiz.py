@@ -35,6 +35,7 @@ def score_vizwiz(upload: Iterable[Mapping[str, Any]], annotations: Iterable[Mapp
     """Local VQA accuracy (%) of converted predictions against VizWiz-format annotations (val split)."""
     proc = EvalAIAnswerProcessor()
     preds = {u["image"]: u["answer"] for u in upload}
+    annotations = list(annotations)
     scores = []
     for ann in annotations:
         gts = [g["answer"] if isinstance(g, Mapping) else g for g in ann["answers"]]

@@ -13,7 +13,7 @@ from transformers.utils import logging as hf_logging
 class CLIPVisionTower(nn.Module):
     """Wraps transformers' CLIPVisionModel as LLaVA does (`mm_vision_select_layer`, `..._select_feature`).
 
-    `encode` returns features [n, T, C] and `origin` [T]: the tower-token index each output token stands for
+    `encode` returns features [n, T, C] and `origin` [n, T]: the tower token each output token stands for
     (-1 for CLS, patches 0..P-1). Pruning-aware subclasses override `select` to reduce the tokens.
     """
 
@@ -55,7 +55,7 @@ class CLIPVisionTower(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[n, 3, H, W] pixels -> (features [n, T, C], origin [T])."""
+        """[n, 3, H, W] pixels -> (features [n, T, C], origin [n, T])."""
         out = self.vision_tower(images.to(self.dtype), output_hidden_states=True)
         index = self._layer_index()
         layer = self.vision_tower.encoder.layers[index - 1]
@@ -63,9 +63,9 @@ class CLIPVisionTower(nn.Module):
 
     def select(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module):
         """Choose the output tokens from the selected layer's output (its input and module are for scorers)."""
-        origin = torch.arange(-1, features.shape[1] - 1, device=features.device)
+        origin = torch.arange(-1, features.shape[1] - 1, device=features.device).expand(features.shape[0], -1)
         if self.select_feature == "patch":
-            return features[:, 1:], origin[1:]
+            return features[:, 1:], origin[:, 1:]
         return features, origin
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,75 @@
+"""Pruning-aware subclasses: a CLIP tower whose token selection and an LLaVA model whose stage boundaries
+call a `visiondrop` method, plus the loader the evaluation entry points use."""
+
+from __future__ import annotations
+
+from llava.model.builder import load_pretrained_model
+from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
+from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from visiondrop.config import PruningConfig, load_config
+from visiondrop.methods import build_method
+from visiondrop.methods.base import Method
+
+
+class PruningCLIPVisionTower(CLIPVisionTower):
+    """CLIPVisionTower whose output tokens come from the method's encoder stage when it has one."""
+
+    method: Method | None = None
+
+    def select(self, layer_input, features, layer):
+        if self.method is None or not self.method.has_encoder_stage:
+            return super().select(layer_input, features, layer)
+        return self.method.reduce_encoder(layer_input, features, layer, self.select_feature)
+
+
+class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
+    """LlavaLlamaForCausalLM running a pruning method at its encoder output and LLM stage boundaries."""
+
+    method: Method | None = None
+    pruning_config: PruningConfig | None = None
+
+    def set_pruning(self, config: PruningConfig) -> None:
+        """Install a validated config's method (the `none` method restores the unpruned model)."""
+        method = build_method(config)
+        n_layers = len(self.model.layers)
+        if method.boundaries and max(method.boundaries) >= n_layers:
+            raise ValueError(f"{config.source or 'config'}: pruning after layer {max(method.boundaries)} but the "
+                             f"model has {n_layers} layers")
+        tower = self.get_vision_tower()
+        if method.has_encoder_stage and not isinstance(tower, PruningCLIPVisionTower):
+            raise TypeError("encoder-stage methods need the model loaded with PruningCLIPVisionTower")
+        if isinstance(tower, PruningCLIPVisionTower):
+            tower.method = method
+        self.model.reducer = method if method.boundaries else None
+        self.method, self.pruning_config = method, config
+
+
+def load_model_for_eval(model_path: str, config: PruningConfig | str | None = None, overrides: list[str] = (),
+                        **kwargs):
+    """Load a checkpoint with the pruning-aware classes and install `config` (a PruningConfig or a YAML path;
+    None = unpruned). Keyword arguments go to `load_pretrained_model`. Returns the same tuple."""
+    if not isinstance(config, PruningConfig):
+        config = load_config(config, overrides)
+    tokenizer, model, image_cfg, context_len = load_pretrained_model(
+        model_path, tower_cls=PruningCLIPVisionTower, model_cls=VisionDropLlavaForCausalLM, **kwargs)
+    model.set_pruning(config)
+    return tokenizer, model, image_cfg, context_len
+
+
+def official_flags_to_overrides(dominant: int | None = None, contextual: int | None = None,
+                                layer_list: str | None = None, image_token_list: str | None = None) -> list[str]:
+    """Translate the released VisionDrop flags into config overrides (None = not given)."""
+    out = []
+    if dominant is not None:
+        out.append(f"encoder.dominant={dominant}")
+    if contextual is not None:
+        out.append(f"encoder.contextual={contextual}")
+    if layer_list is not None:
+        out.append(f"llm.layers={layer_list}")
+    if image_token_list is not None:
+        out.append(f"llm.tokens={image_token_list}")
+    return out
+
+
+__all__ = ["PruningCLIPVisionTower", "VisionDropLlavaForCausalLM", "load_model_for_eval",
+           "official_flags_to_overrides"]

@@ -1,0 +1,56 @@
+"""Shared fixtures: the tiny random LLaVA-1.5-shaped checkpoint (built once per session, original layout),
+prompts from the real GQA question file, and stand-in images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "llava_eval"
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory) -> Path:
+    from llava.model.tiny import tiny_llava_path
+
+    return tiny_llava_path(tmp_path_factory.mktemp("tiny-cache"))
+
+
+@pytest.fixture(scope="session")
+def load_tiny(tiny_path):
+    """load_tiny(config=None, overrides=(), attn="sdpa") -> (tokenizer, model) in fp32 on CPU."""
+    from llava.model.visiondrop_llava import load_model_for_eval
+
+    def _load(config=None, overrides=(), attn="sdpa"):
+        tok, model, _, _ = load_model_for_eval(str(tiny_path), config, list(overrides), dtype=torch.float32,
+                                               attn_implementation=attn)
+        return tok, model
+
+    return _load
+
+
+@pytest.fixture(scope="session")
+def gqa_questions() -> list[dict]:
+    path = SHARED_EVAL / "gqa" / "llava_gqa_testdev_balanced.jsonl"
+    if not path.is_file():
+        pytest.skip(f"shared data not found at {path}")
+    with path.open() as f:
+        return [json.loads(next(f)) for _ in range(8)]
+
+
+def encode_prompt(tokenizer, question_text: str) -> torch.Tensor:
+    """Question-file text (with or without '<image>') -> ids with the image placeholder, vicuna_v1 template."""
+    from llava.conversation import build_prompt
+    from llava.mm_utils import tokenizer_image_token
+
+    text = question_text if "<image>" in question_text else "<image>\n" + question_text
+    return tokenizer_image_token(build_prompt(text), tokenizer, return_tensors="pt")
+
+
+def stand_in_image(seed: int, size: int = 336) -> torch.Tensor:
+    """A deterministic random pixel tensor [1, 3, size, size] (a stand-in for a preprocessed image)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 3, size, size, generator=g)

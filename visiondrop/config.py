@@ -1,0 +1,138 @@
+"""Pruning configs: one YAML file per (method, model, budget), dotted overrides, strict validation.
+
+A config file holds `method`, `model`, `budget` (nominal average visual tokens over the LLM layers),
+`derived` (true when the setting is not a published one) and `note`, plus the method's own option
+sections (see each method's `Options`). Every key is checked: unknown keys, impossible schedules and
+schedules whose average does not match the stated budget are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+# Token geometry each config is validated against: visual tokens leaving the tower (before any pruning),
+# and the LLM's decoder layers. The tiny test model has the LLaVA-1.5 geometry.
+MODEL_GEOMETRY = {
+    "llava-v1.5-7b": (576, 32),
+    "llava-v1.5-13b": (576, 40),
+    "llava-next-7b": (2880, 32),
+    "video-llava-7b": (2056, 32),
+}
+HEADER_KEYS = ("method", "model", "budget", "derived", "note", "allow_budget_mismatch")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run as written; the message names the key and the fix."""
+
+
+@dataclass
+class PruningConfig:
+    """A method, the model geometry it targets, its nominal budget and its validated options."""
+
+    method: str = "none"
+    model: str = "llava-v1.5-7b"
+    budget: float | None = None
+    derived: bool = False
+    note: str = ""
+    allow_budget_mismatch: bool = False
+    options: Any = None
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        """Plain dict for result files (options flattened to nested dicts)."""
+        out = {k: getattr(self, k) for k in HEADER_KEYS}
+        out["options"] = dataclasses.asdict(self.options) if dataclasses.is_dataclass(self.options) else {}
+        out["source"] = self.source
+        return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'llm.merge=false' -> (['llm', 'merge'], False); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. llm.merge=false")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a raw config dict; a key must already exist (header keys may be added)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for depth, part in enumerate(path[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {text!r}: unknown key {'.'.join(path[: depth + 1])!r}")
+            node = node[part]
+        if path[-1] not in node and not (len(path) == 1 and path[0] in HEADER_KEYS):
+            raise ConfigError(f"override {text!r}: unknown key {'.'.join(path)!r}")
+        node[path[-1]] = value
+    return raw
+
+
+def build_options(cls: type, data: dict | None, where: str = "") -> Any:
+    """Instantiate a (nested) options dataclass from a dict, rejecting unknown keys by their dotted name."""
+    data = dict(data or {})
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {where + unknown[0]!r} (valid keys here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build_options(hint, value, f"{where}{name}.")
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where.rstrip('.') or 'options'}: {err}") from err
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> PruningConfig:
+    """Read a YAML config (or a raw dict), apply overrides, validate options and the budget."""
+    from visiondrop.methods import get_method_class
+
+    if raw is None:
+        if path is None:
+            raw = {"method": "none"}
+        else:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"config file {p} not found (configs live in configs/<method>/<model>_<budget>.yaml)")
+            raw = yaml.safe_load(p.read_text()) or {}
+            if not isinstance(raw, dict):
+                raise ConfigError(f"config file {p}: expected a mapping at the top level")
+    raw = apply_overrides(dict(raw), list(overrides))
+    header = {k: raw.pop(k) for k in HEADER_KEYS if k in raw}
+    cfg = PruningConfig(**header, source=str(path or ""))
+    if cfg.model not in MODEL_GEOMETRY:
+        raise ConfigError(f"model: {cfg.model!r} is not one of {', '.join(MODEL_GEOMETRY)}")
+    method_cls = get_method_class(cfg.method)
+    cfg.options = build_options(method_cls.Options, raw)
+    validate_budget(cfg)
+    return cfg
+
+
+def validate_budget(cfg: PruningConfig) -> list[int]:
+    """Check the method's schedule on the model geometry; return the expected per-layer visual counts."""
+    from visiondrop.methods import build_method
+
+    n_visual, n_layers = MODEL_GEOMETRY[cfg.model]
+    counts = build_method(cfg).layer_counts(n_visual, n_layers)
+    average = sum(counts) / len(counts)
+    if cfg.budget is not None and not cfg.allow_budget_mismatch:
+        tolerance = max(1.0, 0.01 * cfg.budget)
+        if abs(average - cfg.budget) > tolerance:
+            raise ConfigError(
+                f"budget: the schedule averages {average:.2f} visual tokens over {n_layers} layers of {cfg.model}, "
+                f"not the stated {cfg.budget}; fix the counts or the budget (or set allow_budget_mismatch: true "
+                "for a published setting that does not meet its nominal budget)")
+    return counts
+

@@ -1,0 +1,32 @@
+"""Encoder-output reduction shared by VisionDrop (stage s0) and VisionZip: CLS-attention dominant tokens
+plus contextual tokens merged by key similarity, computed on the selected CLIP layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from visiondrop.merging import complement, contextual_merge, top_indices_ascending
+from visiondrop.scoring import clip_cls_attention
+
+
+def dominant_contextual(layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module, dominant: int,
+                        contextual: int, fusion: str = "target_plus_mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, 1+P, C] tower tokens -> [n, dominant + contextual, C] and each output token's origin [n, T'].
+
+    Dominant set = CLS + the (dominant - 1) patches with the highest CLS attention (summed over heads), in
+    ascending order; the rest merge into `contextual` tokens at stride targets. Origin: CLS -1, patch j -> j.
+    """
+    n_tokens = features.shape[1]
+    if dominant < 1 or contextual < 0 or dominant + contextual > n_tokens:
+        raise ValueError(f"dominant={dominant} + contextual={contextual} exceeds the {n_tokens} tower tokens")
+    probs, keys = clip_cls_attention(layer_input, layer)
+    scores = probs.sum(dim=1)[:, 1:]
+    outputs, origins = [], []
+    for i in range(features.shape[0]):
+        dom = torch.cat([scores.new_zeros(1, dtype=torch.long), top_indices_ascending(scores[i], dominant - 1) + 1])
+        rest = complement(n_tokens, dom)
+        merged, targets = contextual_merge(features[i, rest], keys[i, rest], contextual, fusion)
+        outputs.append(torch.cat([features[i, dom], merged]))
+        origins.append(torch.cat([dom, rest[targets]]) - 1)
+    return torch.stack(outputs), torch.stack(origins)
