@@ -2,7 +2,8 @@
 
 Usage: python scripts/make_table.py RESULTS_DIR [--out table.md] [--model NAME]
 Rows are (method, budget) with the unpruned `none` row first; columns and metrics come from
-`llava.eval.scoring.results.TABLE_COLUMNS`; `Avg.` is the mean over available columns of value / unpruned × 100%.
+`llava.eval.scoring.results.TABLE_COLUMNS`; `Avg.` is the mean over available columns of
+value / unpruned × 100%.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -89,7 +91,8 @@ def render(rows: dict[RowKey, dict[str, float]]) -> str:
 
 def footnote() -> str:
     """Which metric each column shows."""
-    parts = [f"{col} = {desc} (`{bench}.{metric}`)" for col, (bench, metric, _, desc) in TABLE_COLUMNS.items()]
+    parts = [f"{col} = {desc} (`{bench}.{metric}`)"
+             for col, (bench, metric, _, desc) in TABLE_COLUMNS.items()]
     return ("Columns: " + "; ".join(parts) + ". SQA shows IMG-Accuracy; the overall accuracy is "
             "`metrics.accuracy` in the scienceqa result JSON. Avg. = mean over the available columns of "
             f"value / unpruned (`none`) value × 100%. {EMPTY} = no result.")

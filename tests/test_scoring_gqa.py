@@ -10,9 +10,9 @@ from llava.eval.scoring.gqa import convert_answers, main, score_gqa
 
 def test_gqa_convert_and_score(tmp_path: Path) -> None:
     answers = [
-        {"question_id": "q1", "prompt": "p", "text": "Yes.", "answer_id": "a", "model_id": "m", "metadata": {}},
-        {"question_id": "q2", "prompt": "p", "text": "Red car", "answer_id": "a", "model_id": "m", "metadata": {}},
-        {"question_id": "q9", "prompt": "p", "text": "table", "answer_id": "a", "model_id": "m", "metadata": {}},
+        {"question_id": "q1", "prompt": "p", "text": "Yes.", "metadata": {}},
+        {"question_id": "q2", "prompt": "p", "text": "Red car", "metadata": {}},
+        {"question_id": "q9", "prompt": "p", "text": "table", "metadata": {}},
     ]
     preds = convert_answers(answers)
     assert preds[0] == {"questionId": "q1", "prediction": "yes"}

@@ -42,7 +42,7 @@ def test_parse_pred() -> None:
 
 def test_mme_scores(tmp_path: Path) -> None:
     converted = convert_answers(ANSWERS, GT)
-    assert converted["code_reasoning"][0][1] == "Is a python code shown in the picture?  Please answer yes or no."
+    assert converted["code_reasoning"][0][1] == "Is a python code shown in the picture? " + YN
     m = score_mme(converted)
     ex, code = m["subtasks"]["existence"], m["subtasks"]["code_reasoning"]
     assert (ex["acc"], ex["acc_plus"], ex["score"]) == (75.0, 50.0, 125.0)
@@ -51,7 +51,8 @@ def test_mme_scores(tmp_path: Path) -> None:
     assert "color" in m["missing_subtasks"]
     paths = write_txt_files(converted, tmp_path / "eval_tool" / "answers" / "exp")
     lines = (tmp_path / "eval_tool" / "answers" / "exp" / "existence.txt").read_text().splitlines()
-    assert len(paths) == 2 and lines[2] == "0002.png\tIs there a car in this image? Please answer yes or no.\tYes\tyes, there is"
+    assert len(paths) == 2
+    assert lines[2] == "0002.png\tIs there a car in this image?" + YN + "\tYes\tyes, there is"
 
 
 def test_mme_pairs_required() -> None:
@@ -64,9 +65,11 @@ def test_load_ground_truth_both_layouts(tmp_path: Path) -> None:
     (release / "existence" / "images").mkdir(parents=True)
     qa = release / "existence" / "questions_answers_YN"
     qa.mkdir()
-    (qa / "0001.txt").write_text(f"Is there a dog in this image?{YN}\tYes\nIs there a cat in this image?{YN}\tNo\n")
+    (qa / "0001.txt").write_text(f"Is there a dog in this image?{YN}\tYes\n"
+                                 f"Is there a cat in this image?{YN}\tNo\n")
     (release / "code_reasoning").mkdir()
-    (release / "code_reasoning" / "0010.txt").write_text(f"Is a python code shown in the picture? {YN}\tYes\n")
+    (release / "code_reasoning" / "0010.txt").write_text(
+        f"Is a python code shown in the picture? {YN}\tYes\n")
     gt = load_ground_truth(release)
     assert gt == {k: v for k, v in GT.items() if k[1] in ("0001.txt",)} | {
         ("code_reasoning", "0010.txt", "Is a python code shown in the picture? " + YN): "Yes"}

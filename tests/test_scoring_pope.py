@@ -35,12 +35,15 @@ QUESTIONS = [
     _q(6, "B.jpg", "Is there a boat in the image?", "random"),  # no label
 ]
 LABELS = {  # out of question order
-    "adversarial": [_l("B.jpg", "Is there a car in the image?", "no"), _l("A.jpg", "Is there a cat in the image?", "yes"),
+    "adversarial": [_l("B.jpg", "Is there a car in the image?", "no"),
+                    _l("A.jpg", "Is there a cat in the image?", "yes"),
                     _l("A.jpg", "Is there a dog in the image?", "yes")],
-    "random": [_l("B.jpg", "Is there a tree in the image?", "no"), _l("A.jpg", "Is there a dog in the image?", "yes"),
+    "random": [_l("B.jpg", "Is there a tree in the image?", "no"),
+               _l("A.jpg", "Is there a dog in the image?", "yes"),
                _l("C.jpg", "Is there a bus in the image?", "yes")],
 }
-TEXTS = {1: "Yes, there is a dog.", 2: "No", 3: "No, there is not.", 4: "yes", 5: "There is no tree.", 6: "yes"}
+TEXTS = {1: "Yes, there is a dog.", 2: "No", 3: "No, there is not.", 4: "yes", 5: "There is no tree.",
+         6: "yes"}
 
 
 def _answers() -> list[dict]:
@@ -103,5 +106,6 @@ def test_pope_real_files_match() -> None:
     assert m["unmatched_answers"] == 0
     assert m["unused_labels"] == 90
     assert m["unused_labels_per_category"] == {"adversarial": 0, "popular": 0, "random": 90}
-    assert {c: v["n"] for c, v in m["categories"].items()} == {"adversarial": 3000, "popular": 3000, "random": 2910}
+    counts = {c: v["n"] for c, v in m["categories"].items()}
+    assert counts == {"adversarial": 3000, "popular": 3000, "random": 2910}
     assert m["duplicate_answers"] == 0

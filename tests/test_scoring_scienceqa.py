@@ -43,7 +43,8 @@ CQM = [
 
 def _ans(pid: str, img: bool, text: str) -> dict:
     prompt = ("<image>\n" if img else "") + f"Q{pid}?"
-    return {"question_id": pid, "prompt": prompt, "text": text, "answer_id": "x", "model_id": "m", "metadata": {}}
+    return {"question_id": pid, "prompt": prompt, "text": text, "answer_id": "x", "model_id": "m",
+            "metadata": {}}
 
 
 ANSWERS = [

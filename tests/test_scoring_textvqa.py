@@ -13,7 +13,8 @@ ANNOTATIONS = [
 
 
 def _ans(qid: str, prompt: str, text: str) -> dict:
-    return {"question_id": qid, "prompt": prompt, "text": text, "answer_id": "x", "model_id": "m", "metadata": {}}
+    return {"question_id": qid, "prompt": prompt, "text": text, "answer_id": "x", "model_id": "m",
+            "metadata": {}}
 
 
 def test_question_from_prompt() -> None:

@@ -125,7 +125,10 @@ def validate_budget(cfg: PruningConfig) -> list[int]:
     from visiondrop.methods import build_method
 
     n_visual, n_layers = MODEL_GEOMETRY[cfg.model]
-    counts = build_method(cfg).layer_counts(n_visual, n_layers)
+    try:
+        counts = build_method(cfg).layer_counts(n_visual, n_layers)
+    except ValueError as err:
+        raise ConfigError(f"{cfg.source or cfg.method}: {err}") from err
     average = sum(counts) / len(counts)
     if cfg.budget is not None and not cfg.allow_budget_mismatch:
         tolerance = max(1.0, 0.01 * cfg.budget)

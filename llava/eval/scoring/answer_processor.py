@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 # Fixed VQA contraction map (keys with capitals can never match after lowercasing; kept as in the reference).
 CONTRACTIONS: dict[str, str] = {
@@ -87,8 +87,8 @@ def vqa_accuracy(prediction: str, gt_answers: Sequence[str],
                  processor: Callable[[str], str] | None = None) -> float:
     """Mean over the leave-one-out annotator subsets of min(1, #matches/3), in [0, 1].
 
-    With ``processor`` (e.g. ``EvalAIAnswerProcessor()``) the prediction and every answer are normalised first,
-    as the TextVQA evaluator does; without it strings are compared as given.
+    With ``processor`` (e.g. ``EvalAIAnswerProcessor()``) the prediction and every answer are normalised
+    first, as the TextVQA evaluator does; without it strings are compared as given.
     """
     if not gt_answers:
         raise ValueError("vqa_accuracy needs at least one ground-truth answer")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from llava.eval.scoring.common import pct, read_json, read_jsonl, write_json
 from llava.eval.scoring.results import add_result_args, finish_cli
@@ -14,7 +15,8 @@ BENCHMARK = "gqa"
 
 def convert_answers(answers: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     """Answer lines → `[{"questionId", "prediction": text.rstrip('.').lower()}]`."""
-    return [{"questionId": str(a["question_id"]), "prediction": a["text"].rstrip(".").lower()} for a in answers]
+    return [{"questionId": str(a["question_id"]), "prediction": a["text"].rstrip(".").lower()}
+            for a in answers]
 
 
 def score_gqa(predictions: Iterable[Mapping[str, Any]], questions: Mapping[str, Mapping[str, Any]]) -> dict:
@@ -38,7 +40,7 @@ def score_gqa(predictions: Iterable[Mapping[str, Any]], questions: Mapping[str, 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: convert merged answers and (optionally) score them."""
-    ap = argparse.ArgumentParser(description="GQA: convert answers to predictions and score test-dev balanced.")
+    ap = argparse.ArgumentParser(description="GQA: convert answers to predictions, score test-dev balanced.")
     ap.add_argument("--answers", required=True, help="merge.jsonl answer file")
     ap.add_argument("--predictions-out", default=None,
                     help="write predictions here (gqa/data/testdev_balanced_predictions.json)")

@@ -7,8 +7,9 @@ import csv
 import re
 import sys
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from llava.eval.scoring.common import pct, read_jsonl
 from llava.eval.scoring.results import add_result_args, finish_cli
@@ -94,8 +95,9 @@ def circular_eval(rows: Iterable[Mapping[str, Any]], answers: Iterable[Mapping[s
     }
 
 
-def submission_table(rows: list[Mapping[str, Any]], answers: Iterable[Mapping[str, Any]]) -> tuple[list, list]:
-    """Reference conversion: drop hint/category/source/image/comment/l2-category, insert `prediction` as col 6."""
+def submission_table(rows: list[Mapping[str, Any]],
+                     answers: Iterable[Mapping[str, Any]]) -> tuple[list, list]:
+    """Reference conversion: drop DROP_COLUMNS, insert `prediction` as column 6 (filled by `index`)."""
     if not rows:
         return [], []
     columns = [c for c in rows[0] if c not in DROP_COLUMNS]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from llava.eval.scoring.common import read_jsonl
 from llava.eval.scoring.results import add_result_args, finish_cli
 
 BENCHMARK = "mme"
-PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork",
-              "OCR")
+PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
+              "artwork", "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 SUFFIX = "Answer the question using a single word or phrase."
 YN = " Please answer yes or no."
@@ -33,7 +34,8 @@ def load_ground_truth(release_dir: str | Path) -> dict[tuple[str, str, str], str
     return gt
 
 
-def convert_answers(answers: Iterable[Mapping[str, Any]], gt: GroundTruth) -> dict[str, list[tuple[str, ...]]]:
+def convert_answers(answers: Iterable[Mapping[str, Any]],
+                    gt: GroundTruth) -> dict[str, list[tuple[str, ...]]]:
     """Answers → {category: [(image, question, gt, prediction)]} in answer order (reference converter)."""
     out: dict[str, list[tuple[str, ...]]] = defaultdict(list)
     for ans in answers:
@@ -91,8 +93,8 @@ def score_category(rows: list[tuple[str, ...]]) -> dict[str, float]:
     n_q = sum(len(v) for v in by_image.values())
     acc = 100.0 * sum(sum(v) for v in by_image.values()) / n_q
     acc_plus = 100.0 * sum(all(v) for v in by_image.values()) / len(by_image)
-    return {"acc": acc, "acc_plus": acc_plus, "score": acc + acc_plus, "questions": n_q, "images": len(by_image),
-            "other_answers": other}
+    return {"acc": acc, "acc_plus": acc_plus, "score": acc + acc_plus, "questions": n_q,
+            "images": len(by_image), "other_answers": other}
 
 
 def score_mme(converted: Mapping[str, list[tuple[str, ...]]]) -> dict:

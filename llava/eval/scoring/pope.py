@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from llava.eval.scoring.common import pct, read_jsonl
 from llava.eval.scoring.results import add_result_args, finish_cli
@@ -13,7 +14,7 @@ BENCHMARK = "pope"
 
 
 def parse_pope_answer(text: str) -> str:
-    """Reference rule: text before the first '.', commas removed, split on ' '; 'No'/'no'/'not' → no, else yes."""
+    """Reference rule: text before the first '.', no commas, split on ' '; No/no/not → no, else yes."""
     if "." in text:
         text = text.split(".")[0]
     words = text.replace(",", "").split(" ")

@@ -19,7 +19,7 @@ TABLE_COLUMNS: dict[str, tuple[str, str, str, str]] = {
     "MMB-CN": ("mmbench_cn", "circular_accuracy", ".2f", "MMBench-CN CircularEval accuracy"),
     "MME": ("mme", "perception_cognition", ".0f", "MME Perception + Cognition score"),
     "POPE": ("pope", "mean_accuracy", ".2f", "POPE mean accuracy over adversarial/popular/random"),
-    "SQA": ("scienceqa", "img_accuracy", ".2f", "ScienceQA IMG-Accuracy (overall `accuracy` is in the JSON)"),
+    "SQA": ("scienceqa", "img_accuracy", ".2f", "ScienceQA IMG-Accuracy"),
     "VQAv2": ("vqav2", "accuracy", ".2f", "VQAv2 test-dev VQA accuracy"),
     "VQAText": ("textvqa", "accuracy", ".2f", "TextVQA val accuracy (OCR tokens in prompt)"),
     "VizWiz": ("vizwiz", "accuracy", ".2f", "VizWiz test-dev VQA accuracy"),
@@ -56,7 +56,7 @@ def write_result(path: str | Path, benchmark: str, metrics: dict[str, Any], main
 
 
 def load_results(directory: str | Path) -> list[dict[str, Any]]:
-    """Load every result record (JSON object with `benchmark` and `metrics`) found under a folder, recursively."""
+    """Load every result record (JSON object with `benchmark` and `metrics`) under a folder, recursively."""
     records = []
     for path in sorted(Path(directory).rglob("*.json")):
         try:

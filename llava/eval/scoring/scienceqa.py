@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from llava.eval.scoring.common import pct, read_json, read_jsonl, write_jsonl
 from llava.eval.scoring.results import add_result_args, finish_cli
@@ -25,7 +26,7 @@ def parse_letter(text: str) -> str:
 
 
 def count_choices(human_text: str) -> int:
-    """Number of options in a CQM-A human turn: from the last line 'A. …', count lines 'B. …', 'C. …' in order."""
+    """Options in a CQM-A human turn: from the last line 'A. …', count lines 'B. …', 'C. …' in order."""
     lines = human_text.split("\n")
     starts = [i for i, line in enumerate(lines) if line.startswith("A. ") or line == "A."]
     if not starts:

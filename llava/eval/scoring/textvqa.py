@@ -1,10 +1,11 @@
-"""TextVQA (spec §7.8): match answers to annotations by (image_id, question.lower()) and score VQA accuracy."""
+"""TextVQA (spec §7.8): match answers to annotations by (image_id, question.lower()); VQA accuracy."""
 
 from __future__ import annotations
 
 import argparse
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from llava.eval.scoring.answer_processor import EvalAIAnswerProcessor, vqa_accuracy
 from llava.eval.scoring.common import pct, read_json, read_jsonl

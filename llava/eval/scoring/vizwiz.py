@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from llava.eval.scoring.answer_processor import EvalAIAnswerProcessor, vqa_accuracy
 from llava.eval.scoring.common import pct, read_json, read_jsonl, write_json
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--answers", required=True, help="answer JSONL")
     ap.add_argument("--question-file", required=True, help="llava_test.jsonl")
     ap.add_argument("--upload-file", default=None, help="answers_upload/{exp}.json")
-    ap.add_argument("--annotation-file", default=None, help="VizWiz-format annotation list (val) for local acc")
+    ap.add_argument("--annotation-file", default=None, help="VizWiz-format annotations (val), local acc")
     add_result_args(ap)
     args = ap.parse_args(argv)
     upload = convert_for_submission(read_jsonl(args.answers), read_jsonl(args.question_file))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from llava.eval.scoring.answer_processor import EvalAIAnswerProcessor, vqa_accuracy
 from llava.eval.scoring.common import pct, read_json, read_jsonl, read_jsonl_tolerant, write_json
@@ -15,7 +16,7 @@ BENCHMARK = "vqav2"
 
 def convert_for_submission(answers: Iterable[Mapping[str, Any]],
                            questions: Iterable[Mapping[str, Any]]) -> tuple[list[dict], dict[str, int]]:
-    """`[{"question_id": int, "answer": EvalAIAnswerProcessor(text) or ""}]` over all questions, plus counts."""
+    """`[{"question_id": int, "answer": processed text or ""}]` over all questions, plus counts."""
     proc = EvalAIAnswerProcessor()
     preds = {int(a["question_id"]): a["text"] for a in answers}
     out, missing = [], 0
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--answers", required=True, help="merge.jsonl answer file")
     ap.add_argument("--question-file", default=None, help="llava_vqav2_mscoco_test2015.jsonl (all questions)")
     ap.add_argument("--upload-file", default=None, help="answers_upload/{split}/{ckpt}.json")
-    ap.add_argument("--annotation-file", default=None, help="official VQA annotation JSON (val) for local acc")
+    ap.add_argument("--annotation-file", default=None, help="official VQA annotations (val), local acc")
     add_result_args(ap)
     args = ap.parse_args(argv)
     answers, bad = read_jsonl_tolerant(args.answers)

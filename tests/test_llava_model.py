@@ -1,0 +1,166 @@
+"""The llava/ foundation on a tiny random checkpoint in the original LLaVA-1.5 layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import encode_prompt, stand_in_image
+from safetensors.torch import load_file
+from transformers import LlamaForCausalLM
+
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.model.builder import load_pretrained_model, read_config
+
+
+@pytest.fixture(scope="module")
+def base(load_tiny):
+    return load_tiny()
+
+
+@pytest.fixture(scope="module")
+def eager(load_tiny):
+    return load_tiny(attn="eager")
+
+
+def right_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), longest, dtype=torch.long)
+    mask = torch.zeros(len(rows), longest, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def test_checkpoint_layout_and_clean_load(tiny_path, base):
+    keys = set(load_file(str(tiny_path / "model.safetensors")))
+    assert "model.mm_projector.0.weight" in keys and "model.mm_projector.2.bias" in keys
+    assert "model.layers.31.self_attn.q_proj.weight" in keys and "lm_head.weight" in keys
+    assert not any(k.startswith("model.vision_tower") for k in keys)  # LLaVA-1.5: tower outside the checkpoint
+    config = json.loads((tiny_path / "config.json").read_text())
+    assert config["model_type"] == "llava" and config["mm_vision_tower"]
+    assert type(read_config(tiny_path)).__name__ == "LlavaConfig"  # not transformers' own Llava config
+    _, model = base
+    assert len(model.model.layers) == 32 and model.get_vision_tower().num_patches == 576
+
+
+def test_load_reports_bad_checkpoints(tiny_path, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_pretrained_model(str(tmp_path / "nowhere"))
+    broken = tmp_path / "llava-broken"
+    shutil.copytree(tiny_path, broken)
+    state = load_file(str(broken / "model.safetensors"))
+    state["model.extra.weight"] = torch.zeros(1)
+    from safetensors.torch import save_file
+
+    save_file(state, str(broken / "model.safetensors"))
+    with pytest.raises(ValueError, match="unexpected.*model.extra.weight"):
+        load_pretrained_model(str(broken), dtype=torch.float32)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_pretrained_model(str(broken), dtype=torch.float32)
+    no_tower = tmp_path / "llava-no-tower"
+    shutil.copytree(tiny_path, no_tower)
+    cfg = json.loads((no_tower / "config.json").read_text())
+    cfg["mm_vision_tower"] = str(tmp_path / "missing-clip")
+    (no_tower / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(FileNotFoundError, match="missing-clip.*--vision-tower"):
+        load_pretrained_model(str(no_tower), dtype=torch.float32)
+
+
+def test_sharded_bin_checkpoint_loads_identically(tiny_path, tmp_path, base):
+    sharded = tmp_path / "llava-sharded"
+    shutil.copytree(tiny_path, sharded)
+    state = load_file(str(sharded / "model.safetensors"))
+    (sharded / "model.safetensors").unlink()
+    names = sorted(state)
+    halves = {"pytorch_model-00001-of-00002.bin": names[::2], "pytorch_model-00002-of-00002.bin": names[1::2]}
+    weight_map = {}
+    for fname, keys in halves.items():
+        torch.save({k: state[k] for k in keys}, sharded / fname)
+        weight_map.update({k: fname for k in keys})
+    (sharded / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    clip = str(tiny_path.parent / "tiny-clip-vit-336")
+    _, model, _, _ = load_pretrained_model(str(sharded), dtype=torch.float32, vision_tower=clip)
+    for (name, a), b in zip(model.state_dict().items(), base[1].state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_logits_match_transformers_llama_on_spliced_embeddings(base, gqa_questions):
+    tok, model = base
+    ids = encode_prompt(tok, gqa_questions[0]["text"])
+    ours = model(ids[None], images=stand_in_image(0))
+    batch = model.prepare_multimodal_batch(ids[None], images=stand_in_image(0))
+    reference = LlamaForCausalLM(model.config).eval()
+    reference.load_state_dict({k: v for k, v in model.state_dict().items()
+                               if not k.startswith(("model.mm_projector", "model.vision_tower"))}, strict=True)
+    with torch.no_grad():
+        theirs = reference(inputs_embeds=batch.hidden, attention_mask=batch.key_mask.long()).logits
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_image_features_land_at_the_placeholder(base, where):
+    tok, model = base
+    text = {"start": "<image>\nWhat is this?", "middle": "Look at<image>\nwhat is this?",
+            "end": "What is this?\n<image>"}[where]
+    ids = encode_prompt(tok, text)
+    batch = model.prepare_multimodal_batch(ids[None], images=stand_in_image(1))
+    features, _ = model.encode_images(stand_in_image(1))
+    at = int((ids == IMAGE_TOKEN_INDEX).nonzero())
+    assert int(batch.visual_start[0]) == at and int(batch.visual_len[0]) == 576
+    assert batch.hidden.shape[1] == len(ids) - 1 + 576
+    torch.testing.assert_close(batch.hidden[0, at: at + 576], features[0], atol=0, rtol=0)
+    text_ids = torch.cat([ids[:at], ids[at + 1:]])
+    spliced_text = torch.cat([batch.hidden[0, :at], batch.hidden[0, at + 576:]])
+    torch.testing.assert_close(spliced_text, model.model.embed_tokens(text_ids), atol=0, rtol=0)
+
+
+def test_batched_generation_equals_one_at_a_time(base, gqa_questions):
+    tok, model = base
+    prompts = [encode_prompt(tok, gqa_questions[1]["text"]), encode_prompt(tok, "<image>\nWhy?")]
+    assert len(prompts[0]) != len(prompts[1])
+    images = [stand_in_image(2), stand_in_image(3)]
+    single = [model.generate(p[None], images=img, max_new_tokens=6, return_logits=True)
+              for p, img in zip(prompts, images)]
+    ids, mask = right_pad(prompts)
+    tokens, logits = model.generate(ids, images=torch.cat(images), attention_mask=mask, max_new_tokens=6,
+                                    return_logits=True)
+    for i, (t1, l1) in enumerate(single):
+        n = t1.shape[1]
+        assert torch.equal(tokens[i, :n], t1[0])
+        torch.testing.assert_close(logits[i, :n], l1[0], atol=1e-4, rtol=0)
+
+
+def test_cached_generation_equals_recomputation(base, gqa_questions):
+    tok, model = base
+    ids = encode_prompt(tok, gqa_questions[2]["text"])
+    image = stand_in_image(4)
+    tokens, logits = model.generate(ids[None], images=image, max_new_tokens=5, return_logits=True)
+    for step in range(tokens.shape[1]):
+        prefix = torch.cat([ids, tokens[0, :step]])
+        recomputed = model(prefix[None], images=image)[0, -1]
+        torch.testing.assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
+        assert int(recomputed.argmax()) == int(tokens[0, step])
+
+
+def test_sdpa_and_eager_agree(base, eager, gqa_questions):
+    tok, model = base
+    ids = encode_prompt(tok, gqa_questions[3]["text"])
+    a = model(ids[None], images=stand_in_image(5))
+    b = eager[1](ids[None], images=stand_in_image(5))
+    assert eager[1].config._attn_implementation == "eager"
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_placeholder_and_image_count_must_agree(base):
+    tok, model = base
+    ids = encode_prompt(tok, "<image>\nWhat?")
+    with pytest.raises(ValueError, match="no images"):
+        model(ids[None])
+    with pytest.raises(ValueError, match="2 images for 1"):
+        model(ids[None], images=torch.cat([stand_in_image(0), stand_in_image(1)]))

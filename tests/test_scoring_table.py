@@ -1,0 +1,83 @@
+"""Result records and the Table-1 Markdown from make_table.py."""
+
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llava.eval.scoring.results import MAIN_METRIC, TABLE_COLUMNS, load_results, write_result
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _make_table():
+    spec = importlib.util.spec_from_file_location("make_table", REPO / "scripts" / "make_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_all(d: Path) -> None:
+    def extra(method: str, budget: int, **more) -> dict:
+        return {"model": "llava-v1.5-7b", "method": method, "budget": budget, **more}
+
+    write_result(d / "none" / "gqa.json", "gqa", {"accuracy": 62.0}, extra=extra("none", 576))
+    write_result(d / "none" / "pope.json", "pope", {"mean_accuracy": 86.0, "mean_f1": 85.0},
+                 extra=extra("none", 576, timings={"total_s": 12.5}))
+    write_result(d / "none" / "mme.json", "mme", {"perception_cognition": 1860.0, "perception": 1500.0},
+                 extra=extra("none", 576))
+    write_result(d / "vd" / "gqa.json", "gqa", {"accuracy": 58.9},
+                 extra=extra("visiondrop", 64, visual_tokens_per_layer=[576, 64]))
+    write_result(d / "vd" / "pope.json", "pope", {"mean_accuracy": 81.7}, extra=extra("visiondrop", 64))
+    write_result(d / "fastv" / "gqa.json", "gqa", {"accuracy": 55.8}, extra=extra("fastv", 64))
+    write_result(d / "fastv" / "mme.json", "mme", {"perception_cognition": 1488.0}, extra=extra("fastv", 64))
+    (d / "upload.json").write_text(json.dumps([{"question_id": 1, "answer": "x"}]))  # not a record
+
+
+def test_write_and_load_results(tmp_path: Path) -> None:
+    rec = write_result(tmp_path / "r.json", "scienceqa", {"accuracy": 70.0, "img_accuracy": 68.0},
+                       extra={"model": "m", "config": {"k": 1}})
+    assert rec["main_metric"] == "img_accuracy" == MAIN_METRIC["scienceqa"] and rec["main_value"] == 68.0
+    loaded = load_results(tmp_path)
+    assert len(loaded) == 1 and loaded[0]["config"] == {"k": 1}
+    with pytest.raises(ValueError):
+        write_result(tmp_path / "x.json", "gqa", {"accuracy": 1.0}, extra={"metrics": {}})
+    with pytest.raises(KeyError):
+        write_result(tmp_path / "x.json", "gqa", {"acc": 1.0})
+    assert set(TABLE_COLUMNS) == {"GQA", "MMB", "MMB-CN", "MME", "POPE", "SQA", "VQAv2", "VQAText", "VizWiz"}
+
+
+def test_make_table(tmp_path: Path) -> None:
+    _write_all(tmp_path)
+    text = _make_table().build_table(load_results(tmp_path))
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = "| Method | Tokens | GQA | MMB | MMB-CN | MME | POPE | SQA | VQAv2 | VQAText | VizWiz | Avg. |"
+    assert lines[0] == header
+    # Avg: none = 100%; fastv = (55.8/62 + 1488/1860)/2 = (90% + 80%)/2;
+    # visiondrop = (58.9/62 + 81.7/86)/2 = (95% + 95%)/2
+    assert lines[2] == "| none | 576 | 62.00 | – | – | 1860 | 86.00 | – | – | – | – | 100.0% |"
+    assert lines[3] == "| fastv | 64 | 55.80 | – | – | 1488 | – | – | – | – | – | 85.0% |"
+    assert lines[4] == "| visiondrop | 64 | 58.90 | – | – | – | 81.70 | – | – | – | – | 95.0% |"
+    assert len(lines) == 5
+    assert "overall accuracy is `metrics.accuracy`" in text
+
+
+def test_make_table_cli(tmp_path: Path) -> None:
+    _write_all(tmp_path)
+    out = tmp_path / "table.md"
+    cmd = [sys.executable, str(REPO / "scripts" / "make_table.py"), str(tmp_path), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "| visiondrop | 64 |" in proc.stdout and out.read_text() == proc.stdout
+
+
+@pytest.mark.parametrize("name", ["answer_processor", "gqa", "textvqa", "pope", "scienceqa", "mme", "mmbench",
+                                  "vqav2", "vizwiz", "results"])
+def test_cli_help(name: str, capsys: pytest.CaptureFixture) -> None:
+    module = importlib.import_module(f"llava.eval.scoring.{name}")
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--help"])
+    assert exc.value.code == 0 and "usage" in capsys.readouterr().out

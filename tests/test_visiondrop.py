@@ -1,0 +1,181 @@
+"""VisionDrop: schedules, selection and merging by hand, and end-to-end invariants on the tiny model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import encode_prompt, stand_in_image
+from test_llava_model import right_pad
+
+from llava.model.visiondrop_llava import official_flags_to_overrides
+from visiondrop.config import ConfigError, load_config, validate_budget
+from visiondrop.merging import contextual_merge, top_indices_ascending
+from visiondrop.scoring import attention_to_columns, clip_cls_attention
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "visiondrop"
+FULL_RETENTION = ["encoder.enabled=false", "llm.tokens=[[570,6],[570,6],[570,6]]", "budget=576"]
+
+
+@pytest.fixture(scope="module")
+def vd64(load_tiny):
+    return load_tiny(CONFIGS / "llava15_64.yaml")
+
+
+@pytest.mark.parametrize("budget,per_stage", [(192, [288, 211, 155, 114]), (128, [192, 141, 103, 76]),
+                                              (64, [96, 70, 52, 38]), (32, [48, 35, 26, 19])])
+def test_shipped_schedules_meet_their_budget(budget, per_stage):
+    counts = validate_budget(load_config(CONFIGS / f"llava15_{budget}.yaml"))
+    assert counts == [n for n in per_stage for _ in range(8)]
+    assert sum(counts) / 32 == budget
+
+
+def test_official_flags_give_the_released_setting():
+    flags = official_flags_to_overrides(42, 6, "[8,16,24]", "[[30,5],[22,4],[16,3]]")
+    cfg = load_config(CONFIGS / "llava15_64.yaml", flags + ["budget=32"])
+    assert validate_budget(cfg)[::8] == [48, 35, 26, 19]
+
+
+@pytest.mark.parametrize("override,message", [
+    (["llm.merge_all=true"], "unknown key 'llm.merge_all'"),
+    (["llm.tokens=[[90,9],[45,7],[33,5]]"], r"llm.tokens\[0\] = \[90, 9\] keeps 99 tokens but the stage receives only 96"),
+    (["budget=60"], "averages 64.00 .* not the stated 60"),
+    (["llm.layers=[8,16,40]"], "after layer 40 but the model has 32 layers"),
+    (["llm.scoring=mean"], "llm.scoring='mean'"),
+    (["encoder.dominant=600"], "encoder.dominant=600"),
+    (["method=fastvv"], "unknown method 'fastvv'"),
+])
+def test_bad_configs_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIGS / "llava15_64.yaml", override)
+
+
+def test_contextual_merge_by_hand():
+    tokens = torch.tensor([[1.0, 0], [2, 0], [3, 0], [0, 1], [0, 2], [4, 4]])
+    metric = torch.tensor([[1.0, 0], [1, 0.1], [0.1, 1], [0, 1], [1, 0.2], [0.2, 1]])
+    merged, targets = contextual_merge(tokens, metric, 2)
+    # step = 6 // 2 = 3: targets are rows 0 and 3; rows 1, 4 look like row 0, rows 2, 5 like row 3.
+    assert targets.tolist() == [0, 3]
+    expected = torch.tensor([[1 + (2 + 0) / 2, 0 + (0 + 2) / 2], [0 + (3 + 4) / 2, 1 + (0 + 4) / 2]])
+    torch.testing.assert_close(merged, expected)
+    weighted, _ = contextual_merge(tokens, metric, 2, fusion="size_weighted")
+    torch.testing.assert_close(weighted, torch.tensor([[3 / 3, 2 / 3], [7 / 3, 5 / 3]]))
+
+
+def test_released_encoder_stride_example():
+    # methods spec 1.2: B = 32, d0 = 42, |R| = 535, c0 = 6 -> step 89, targets 0, 89, ..., 445.
+    _, targets = contextual_merge(torch.randn(535, 4), torch.randn(535, 4), 6)
+    assert targets.tolist() == [0, 89, 178, 267, 356, 445]
+
+
+def test_visual_scores_by_hand():
+    torch.manual_seed(0)
+    q, k = torch.randn(3, 2, 4), torch.randn(5, 2, 4)  # queries at positions 2, 3, 4 over 5 keys, 2 heads
+    query_pos = torch.tensor([2, 3, 4])
+    expected = torch.zeros(3)
+    for qi, pos in enumerate(query_pos.tolist()):
+        for h in range(2):
+            logits = [float(q[qi, h] @ k[j, h]) / 2.0 for j in range(pos + 1)]
+            z = sum(math.exp(x) for x in logits)
+            for c, j in enumerate(range(2, 5)):
+                if j <= pos:
+                    expected[c] += math.exp(logits[j]) / z / 2 / 3
+    for chunk in (1, 2, 64):
+        torch.testing.assert_close(attention_to_columns(q, k, query_pos, slice(2, 5), chunk), expected)
+    assert top_indices_ascending(torch.tensor([0.1, 0.9, 0.3, 0.8]), 2).tolist() == [1, 3]
+
+
+def test_clip_cls_attention_equals_clip_attention_weights(vd64):
+    tower = vd64[1].get_vision_tower().vision_tower
+    tower.config._attn_implementation = "eager"
+    try:
+        out = tower(stand_in_image(7), output_hidden_states=True, output_attentions=True)
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    probs, _ = clip_cls_attention(out.hidden_states[-3], tower.encoder.layers[-2])
+    torch.testing.assert_close(probs, out.attentions[-2][:, :, 0], atol=1e-6, rtol=0)
+
+
+def test_full_retention_equals_the_unpruned_model(load_tiny, gqa_questions):
+    tok, base = load_tiny()
+    _, full = load_tiny(CONFIGS / "llava15_64.yaml", FULL_RETENTION)
+    ids, image = encode_prompt(tok, gqa_questions[0]["text"]), stand_in_image(8)
+    torch.testing.assert_close(full(ids[None], images=image), base(ids[None], images=image), atol=1e-6, rtol=0)
+    assert full.last_stats.visual_per_layer[:, 0].tolist() == [576] * 32
+
+
+@pytest.mark.parametrize("budget", [192, 128, 64, 32])
+def test_measured_counts_follow_the_schedule(load_tiny, gqa_questions, budget):
+    cfg = load_config(CONFIGS / f"llava15_{budget}.yaml")
+    tok, model = load_tiny(cfg)
+    model(encode_prompt(tok, gqa_questions[1]["text"])[None], images=stand_in_image(9))
+    assert model.last_stats.visual_per_layer[:, 0].tolist() == validate_budget(cfg)
+    assert model.last_stats.average_visual_tokens == [budget]
+
+
+def test_cached_generation_equals_pruned_recomputation(vd64, gqa_questions):
+    tok, model = vd64
+    ids, image = encode_prompt(tok, gqa_questions[2]["text"]), stand_in_image(10)
+    tokens, logits = model.generate(ids[None], images=image, max_new_tokens=6, return_logits=True)
+    kept = model.last_stats.stage_origins
+    for step in range(tokens.shape[1]):
+        recomputed = model(torch.cat([ids, tokens[0, :step]])[None], images=image)[0, -1]
+        torch.testing.assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(kept, model.last_stats.stage_origins))
+
+
+def test_batch_of_two_equals_one_at_a_time(vd64, gqa_questions):
+    tok, model = vd64
+    prompts = [encode_prompt(tok, gqa_questions[3]["text"]), encode_prompt(tok, "<image>\nWhat color is it?")]
+    images = [stand_in_image(11), stand_in_image(12)]
+    single = []
+    for p, img in zip(prompts, images):
+        single.append((*model.generate(p[None], images=img, max_new_tokens=5, return_logits=True),
+                       [o[0] for o in model.last_stats.stage_origins]))
+    ids, mask = right_pad(prompts)
+    tokens, logits = model.generate(ids, images=torch.cat(images), attention_mask=mask, max_new_tokens=5,
+                                    return_logits=True)
+    for i, (t1, l1, origins) in enumerate(single):
+        n = t1.shape[1]
+        assert torch.equal(tokens[i, :n], t1[0])
+        torch.testing.assert_close(logits[i, :n], l1[0], atol=1e-4, rtol=0)
+        assert all(torch.equal(a, b[i]) for a, b in zip(origins, model.last_stats.stage_origins))
+
+
+def kept_tokens(model, tok, question: str, seed: int = 13) -> list[list[int]]:
+    model(encode_prompt(tok, question)[None], images=stand_in_image(seed))
+    return [o[0].tolist() for o in model.last_stats.stage_origins]
+
+
+def test_visual_only_selection_ignores_the_question(vd64, load_tiny):
+    tok, model = vd64
+    a = kept_tokens(model, tok, "<image>\nIs it overcast?")
+    b = kept_tokens(model, tok, "<image>\nWhat is the man holding in his left hand on the table?")
+    assert a == b
+    _, guided = load_tiny(CONFIGS / "llava15_64.yaml", ["llm.scoring=text"])
+    c = kept_tokens(guided, tok, "<image>\nIs it overcast?")
+    d = kept_tokens(guided, tok, "<image>\nWhat is the man holding in his left hand on the table?")
+    assert c[0] == d[0]  # the encoder stage never sees the text
+    assert c[1:] != d[1:]
+
+
+def test_sdpa_and_eager_keep_the_same_tokens(vd64, load_tiny, gqa_questions):
+    tok, model = vd64
+    _, eager = load_tiny(CONFIGS / "llava15_64.yaml", attn="eager")
+    ids, image = encode_prompt(tok, gqa_questions[4]["text"]), stand_in_image(14)
+    a, b = model(ids[None], images=image), eager(ids[None], images=image)
+    assert model.config._attn_implementation == "sdpa" and eager.config._attn_implementation == "eager"
+    assert [o[0].tolist() for o in model.last_stats.stage_origins] == \
+        [o[0].tolist() for o in eager.last_stats.stage_origins]
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_merge_off_keeps_counts_and_changes_tokens(load_tiny, vd64, gqa_questions):
+    tok, model = vd64
+    _, no_merge = load_tiny(CONFIGS / "llava15_64.yaml", ["merge=false"])
+    ids, image = encode_prompt(tok, gqa_questions[5]["text"]), stand_in_image(15)
+    a, b = model(ids[None], images=image), no_merge(ids[None], images=image)
+    assert torch.equal(model.last_stats.visual_per_layer, no_merge.last_stats.visual_per_layer)
+    assert not torch.allclose(a[0, -1], b[0, -1])
