@@ -40,7 +40,8 @@ def test_official_flags_give_the_released_setting():
 
 @pytest.mark.parametrize("override,message", [
     (["llm.merge_all=true"], "unknown key 'llm.merge_all'"),
-    (["llm.tokens=[[90,9],[45,7],[33,5]]"], r"llm.tokens\[0\] = \[90, 9\] keeps 99 tokens but the stage receives only 96"),
+    (["llm.tokens=[[90,9],[45,7],[33,5]]"],
+     r"llm.tokens\[0\] = \[90, 9\] keeps 99 tokens but the stage receives only 96"),
     (["budget=60"], "averages 64.00 .* not the stated 60"),
     (["llm.layers=[8,16,40]"], "after layer 40 but the model has 32 layers"),
     (["llm.scoring=mean"], "llm.scoring='mean'"),
