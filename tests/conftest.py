@@ -4,6 +4,7 @@ prompts from the real GQA question file, and stand-in images."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,20 @@ def tiny_path(tmp_path_factory) -> Path:
     return tiny_llava_path(tmp_path_factory.mktemp("tiny-cache"))
 
 
+# Tests run in fp32 on the CPU; VISIONDROP_TEST_DEVICE=cuda VISIONDROP_TEST_DTYPE=float16 runs the same suite
+# on a GPU (tolerances are set for fp32, so some comparisons are expected to fail in fp16).
+TEST_DEVICE = os.environ.get("VISIONDROP_TEST_DEVICE", "cpu")
+TEST_DTYPE = getattr(torch, os.environ.get("VISIONDROP_TEST_DTYPE", "float32"))
+
+
 @pytest.fixture(scope="session")
 def load_tiny(tiny_path):
-    """load_tiny(config=None, overrides=(), attn="sdpa") -> (tokenizer, model) in fp32 on CPU."""
+    """load_tiny(config=None, overrides=(), attn="sdpa") -> (tokenizer, model), fp32 on the CPU by default."""
     from llava.model.visiondrop_llava import load_model_for_eval
 
     def _load(config=None, overrides=(), attn="sdpa"):
-        tok, model, _, _ = load_model_for_eval(str(tiny_path), config, list(overrides), dtype=torch.float32,
-                                               attn_implementation=attn)
+        tok, model, _, _ = load_model_for_eval(str(tiny_path), config, list(overrides), dtype=TEST_DTYPE,
+                                               device=TEST_DEVICE, attn_implementation=attn)
         return tok, model
 
     return _load

@@ -92,7 +92,7 @@ def test_clip_cls_attention_equals_clip_attention_weights(vd64):
     tower = vd64[1].get_vision_tower().vision_tower
     tower.config._attn_implementation = "eager"
     try:
-        out = tower(stand_in_image(7), output_hidden_states=True, output_attentions=True)
+        out = tower(stand_in_image(7).to(tower.device), output_hidden_states=True, output_attentions=True)
     finally:
         tower.config._attn_implementation = "sdpa"
     probs, _ = clip_cls_attention(out.hidden_states[-3], tower.encoder.layers[-2])

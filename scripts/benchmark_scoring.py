@@ -1,0 +1,148 @@
+"""Cost of VisionDrop's in-LLM scoring + merging next to the pruned prefill, on random weights of the
+Vicuna-7B shapes (no download): time share and extra peak memory of the three LLM stages.
+
+    python scripts/benchmark_scoring.py --visual 576 2880 --out results/scoring.json
+
+For N visual tokens (plus --text text tokens) the LLM stages keep the schedule of the budget N/9 with the
+VisionDrop rule (n1 = N/6 = 1.5 B at the encoder output is skipped here: the prefill starts with N tokens at
+layer 0, the harder case for scoring). Batch 1, fp16, SDPA by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import LlamaConfig
+from transformers.cache_utils import DynamicCache
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+from llava.model.language_model.llava_llama import LlavaLlamaModel
+from llava.model.sequence import SequenceBatch
+from visiondrop.config import load_config
+from visiondrop.methods import build_method
+
+VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=32, vocab_size=32000, max_position_embeddings=8192)
+
+
+class TimedReducer:
+    """Delegates to a method and records the wall time of each `reduce` call (synchronised)."""
+
+    def __init__(self, method):
+        self.method, self.seconds = method, []
+
+    def __getattr__(self, name):
+        return getattr(self.method, name)
+
+    def reduce(self, *args):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = self.method.reduce(*args)
+        torch.cuda.synchronize()
+        self.seconds.append(time.perf_counter() - start)
+        return out
+
+
+def schedule_for(n_visual: int) -> list[list[int]]:
+    """LLM-stage (dominant, contextual) pairs: n_k = round(N/6 * lambda^k) shape, c = ceil(n/8)."""
+    pairs = []
+    for factor in (0.7336, 0.5382, 0.3948):
+        n = round(n_visual / 6 * factor)
+        c = -(-n // 8)
+        pairs.append([n - c, c])
+    return pairs
+
+
+def build_llm(dtype: torch.dtype, attn: str) -> LlavaLlamaModel:
+    config = LlamaConfig(**VICUNA_7B)
+    config._attn_implementation = attn
+    with torch.device("meta"):
+        model = LlavaLlamaModel(config)
+    model = model.to_empty(device="cuda")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.fill_(1.0)
+            else:
+                p.normal_(0, 0.02)
+    model = model.to(dtype)
+    model.rotary_emb = LlamaRotaryEmbedding(config).cuda()  # fp32 inv_freq, as in the loader
+    return model
+
+
+def measure(model, n_visual: int, n_text: int, repeats: int, chunk: int) -> dict:
+    pairs = schedule_for(n_visual)
+    cfg = load_config(raw={"method": "visiondrop", "encoder": {"enabled": False},
+                           "llm": {"tokens": pairs, "chunk_size": chunk}})
+    timed = TimedReducer(build_method(cfg))
+    dtype = next(model.parameters()).dtype
+    length = n_text + n_visual
+    batch = SequenceBatch(
+        hidden=torch.randn(1, length, 4096, device="cuda", dtype=dtype),
+        key_mask=torch.ones(1, length, dtype=torch.bool, device="cuda"),
+        positions=torch.arange(length, device="cuda")[None],
+        visual_start=torch.tensor([35], device="cuda"), visual_len=torch.tensor([n_visual], device="cuda"),
+        origin=[torch.arange(n_visual, device="cuda")])
+    results = {}
+    for name, reducer in (("unpruned", None), ("visiondrop", timed)):
+        model.reducer = reducer
+        times = []
+        for i in range(repeats + 3):
+            timed.seconds.clear()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            model.prefill(batch, DynamicCache())
+            torch.cuda.synchronize()
+            if i >= 3:
+                times.append((time.perf_counter() - start, sum(timed.seconds)))
+        results[name] = dict(prefill_ms=statistics.median(t for t, _ in times) * 1e3,
+                             selection_ms=statistics.median(s for _, s in times) * 1e3)
+    # Extra memory of one scoring + merge at the first boundary (the largest), on top of the live sequence.
+    hidden = batch.hidden
+    rope = model.rotary_emb(hidden, batch.positions)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    timed.method.reduce(1, 8, batch, model.layers[8], rope)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    vd = results["visiondrop"]
+    return dict(n_visual=n_visual, n_text=n_text, schedule=pairs, chunk_size=chunk, **{
+        "unpruned_prefill_ms": results["unpruned"]["prefill_ms"],
+        "pruned_prefill_ms": vd["prefill_ms"], "selection_ms": vd["selection_ms"],
+        "selection_share_of_pruned_prefill": vd["selection_ms"] / vd["prefill_ms"],
+        "scoring_extra_peak_mib": extra / 2**20})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--visual", type=int, nargs="+", default=[576, 2880])
+    parser.add_argument("--text", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--attn", default="sdpa")
+    parser.add_argument("--out", default="results/scoring.json")
+    args = parser.parse_args(argv)
+    model = build_llm(torch.float16, args.attn)
+    rows = [measure(model, n, args.text, args.repeats, args.chunk_size) for n in args.visual]
+    env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, transformers=transformers.__version__,
+               dtype="float16", attention=args.attn, batch=1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
+    print(f"# {env}")
+    print("| N visual | unpruned prefill ms | pruned prefill ms | selection ms | share | extra peak MiB |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n_visual']} | {r['unpruned_prefill_ms']:.2f} | {r['pruned_prefill_ms']:.2f} | "
+              f"{r['selection_ms']:.2f} | {100 * r['selection_share_of_pruned_prefill']:.2f}% | "
+              f"{r['scoring_extra_peak_mib']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
