@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from transformers import LlamaForCausalLM
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import load_pretrained_model, read_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +167,16 @@ def test_placeholder_and_image_count_must_agree(base):
         model(ids[None])
     with pytest.raises(ValueError, match="2 images for 1"):
         model(ids[None], images=torch.cat([stand_in_image(0), stand_in_image(1)]))
+
+
+def test_run_llava_cli(tiny_path, tmp_path, capsys):
+    from PIL import Image
+
+    from llava.eval.run_llava import main
+
+    with pytest.raises(FileNotFoundError, match="nope.jpg"):
+        main(["--model-path", str(tiny_path), "--image-file", str(tmp_path / "nope.jpg"), "--query", "What?"])
+    Image.new("RGB", (400, 300), (200, 30, 30)).save(tmp_path / "red.jpg")
+    main(["--model-path", str(tiny_path), "--image-file", str(tmp_path / "red.jpg"), "--query", "What is it?",
+          "--max-new-tokens", "4", "--device", "cpu", "--config", str(ROOT / "configs/visiondrop/llava15_64.yaml")])
+    assert capsys.readouterr().out.endswith("\n")
