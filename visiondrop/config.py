@@ -116,8 +116,39 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: 
         raise ConfigError(f"model: {cfg.model!r} is not one of {', '.join(MODEL_GEOMETRY)}")
     method_cls = get_method_class(cfg.method)
     cfg.options = build_options(method_cls.Options, raw)
+    resolve_budget(cfg)
     validate_budget(cfg)
     return cfg
+
+
+def check_feasible(cfg: PruningConfig, method) -> None:
+    """Reject a budget below what the method can reach (layers before its first boundary keep every token)."""
+    n_visual, n_layers = MODEL_GEOMETRY[cfg.model]
+    minimum = method.min_budget(n_visual, n_layers)
+    if cfg.budget is None or cfg.budget >= minimum:
+        return
+    first = min(method.boundaries, default=n_layers)
+    raise ConfigError(
+        f"budget: {cfg.budget} is infeasible for {cfg.method} on {cfg.model}: decoder layers 0-{first - 1} run "
+        f"before its first pruning point and process all {n_visual} visual tokens, so the average over "
+        f"{n_layers} layers is at least {first}*{n_visual}/{n_layers} = {minimum:.1f} (methods spec 0.2); "
+        "choose a budget at or above that minimum, or a method with an encoder stage (visionzip, vispruner, "
+        "visiondrop)")
+
+
+def resolve_budget(cfg: PruningConfig) -> None:
+    """Check feasibility, then let the method derive counts left unset from the budget (e.g. FastV's keep)."""
+    from visiondrop.methods import build_method
+
+    if cfg.budget is None:
+        return
+    n_visual, n_layers = MODEL_GEOMETRY[cfg.model]
+    method = build_method(cfg)
+    check_feasible(cfg, method)
+    try:
+        cfg.options = method.options_for_budget(cfg.budget, n_visual, n_layers)
+    except ValueError as err:
+        raise ConfigError(f"budget: {err}") from err
 
 
 def validate_budget(cfg: PruningConfig) -> list[int]:
@@ -125,8 +156,10 @@ def validate_budget(cfg: PruningConfig) -> list[int]:
     from visiondrop.methods import build_method
 
     n_visual, n_layers = MODEL_GEOMETRY[cfg.model]
+    method = build_method(cfg)
+    check_feasible(cfg, method)
     try:
-        counts = build_method(cfg).layer_counts(n_visual, n_layers)
+        counts = method.layer_counts(n_visual, n_layers)
     except ValueError as err:
         raise ConfigError(f"{cfg.source or cfg.method}: {err}") from err
     average = sum(counts) / len(counts)

@@ -9,6 +9,15 @@ from torch import nn
 from visiondrop.merging import complement, contextual_merge, top_indices_ascending
 from visiondrop.scoring import clip_cls_attention
 
+SUB_IMAGE_PATCHES = 576  # patches of one 336-px CLIP-L/14 view: LLaVA-NeXT's nominal 2880 = 5 sub-images
+
+
+def nominal_sub_images(n_visual: int) -> int:
+    """Sub-images behind a nominal visual count (2880 -> 5, 576 -> 1); counts that are no multiple -> 1."""
+    if n_visual >= SUB_IMAGE_PATCHES and n_visual % SUB_IMAGE_PATCHES == 0:
+        return n_visual // SUB_IMAGE_PATCHES
+    return 1
+
 
 def dominant_contextual(layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module, dominant: int,
                         contextual: int, fusion: str = "target_plus_mean") -> tuple[torch.Tensor, torch.Tensor]:

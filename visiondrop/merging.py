@@ -45,3 +45,50 @@ def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int,
     else:
         merged = tokens[targets].float() + sums / sizes.clamp(min=1)
     return merged.to(tokens.dtype), targets
+
+
+def diverse_subset(tokens: torch.Tensor, residual: torch.Tensor, n_keep: int, step: int = 8) -> torch.Tensor:
+    """VisPruner's diverse tokens: reduce the index list `residual` (into tokens [T, C]) to `n_keep` entries.
+
+    Each round splits the list into a = even and b = odd list positions, takes each a-token's highest cosine
+    similarity to any b-token, drops the r = min(step, len - n_keep) most similar a-tokens and continues with
+    [remaining a, descending similarity] + [all b]. Returns the surviving indices in list order.
+    """
+    if n_keep <= 0:
+        return residual[:0]
+    unit = F.normalize(tokens.float(), dim=-1)
+    rest = residual
+    while rest.numel() > n_keep:
+        r = min(step, rest.numel() - n_keep)
+        a, b = rest[0::2], rest[1::2]
+        similarity = (unit[a] @ unit[b].T).max(dim=1).values
+        order = torch.sort(similarity, descending=True, stable=True).indices
+        rest = torch.cat([a[order[r:]], b])
+    return rest
+
+
+def dpc_knn_merge(tokens: torch.Tensor, n_clusters: int,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cluster tokens [n, C] with DPC-KNN (SparseVLM's recycling) and return each cluster's mean.
+
+    Distances are L2 / sqrt(C); density = exp(-mean squared distance to the n_clusters nearest tokens) plus
+    uniform noise * 1e-6 from `generator` (None: no noise); delta = distance to the nearest denser token (the
+    largest distance for the densest); centres = top n_clusters of delta * density; every token joins its
+    nearest centre. Returns (cluster means [k, C] in descending centre-score order, centre indices [k]).
+    """
+    x = tokens.float()
+    n, width = x.shape
+    n_clusters = min(n_clusters, n)
+    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist") / width**0.5
+    nearest = dist.topk(n_clusters, dim=-1, largest=False).values
+    density = torch.exp(-(nearest**2).mean(dim=-1))
+    if generator is not None:
+        density = density + torch.rand(n, generator=generator).to(density.device) * 1e-6
+    denser = density[None, :] > density[:, None]  # [i, j]: token j is denser than token i
+    delta = torch.where(denser, dist, dist.max()).min(dim=-1).values
+    centres = torch.topk(delta * density, n_clusters).indices
+    assign = dist[centres].argmin(dim=0)
+    assign[centres] = torch.arange(n_clusters, device=x.device)
+    sums = torch.zeros(n_clusters, width, device=x.device).index_add_(0, assign, x)
+    sizes = torch.bincount(assign, minlength=n_clusters).float()[:, None]
+    return (sums / sizes).to(tokens.dtype), centres

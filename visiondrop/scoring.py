@@ -32,11 +32,12 @@ def llm_query_key(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin
 
 
 def attention_to_columns(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tensor, columns: slice,
-                         chunk: int = 256) -> torch.Tensor:
+                         chunk: int = 256, fp32_softmax: bool = True) -> torch.Tensor:
     """Mean over queries of the head-mean causal attention they pay to `columns` of the keys.
 
     Faithful numerics: logits q.k/sqrt(d) with a causal mask over the whole prefix, softmax in fp32, probs
     cast to the model dtype, mean over heads; the query mean is accumulated in fp32 and cast once.
+    `fp32_softmax=False` takes the softmax in the model dtype (SparseVLM's attention maps).
     """
     dtype = k.dtype
     scale = q.shape[-1] ** -0.5
@@ -44,11 +45,21 @@ def attention_to_columns(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tens
     total = None
     for i in range(0, q.shape[0], chunk):
         logits = torch.einsum("qhd,khd->hqk", q[i:i + chunk], k).float() * scale
+        logits = logits if fp32_softmax else logits.to(dtype)
         future = key_pos[None, :] > query_pos[i:i + chunk, None]
         probs = logits.masked_fill(future[None], float("-inf")).softmax(dim=-1).to(dtype)
         part = probs[:, :, columns].mean(dim=0).float().sum(dim=0)
         total = part if total is None else total + part
     return (total / q.shape[0]).to(dtype)
+
+
+def last_token_attention(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,
+                         columns: slice) -> torch.Tensor:
+    """Head-mean causal attention of the last row of `hidden` [T, D] to `columns`, with `layer`'s norm, q/k and
+    RoPE (the FastV / PDrop score)."""
+    row = torch.tensor([hidden.shape[0] - 1], device=hidden.device)
+    q, k = llm_query_key(hidden, layer, cos, sin, row)
+    return attention_to_columns(q, k, row, columns)
 
 
 def clip_cls_attention(layer_input: torch.Tensor, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

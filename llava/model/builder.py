@@ -84,15 +84,16 @@ def build_model(config: LlavaConfig, dtype: torch.dtype, device: str | torch.dev
         if tower_in_ckpt:
             model.model.vision_tower = tower_cls(
                 vision_tower or "checkpoint", config.mm_vision_select_layer,
-                getattr(config, "mm_vision_select_feature", "patch"), config=_tower_config(config))
-    if state is None:  # random weights of the stated shapes (benchmarks): materialise, then initialise
-        model = model.to_empty(device=device)
+                getattr(config, "mm_vision_select_feature", "patch"), config=tower_config(config, vision_tower))
+    if state is None:  # random weights of the stated shapes (benchmarks): materialise in `dtype`, initialise
+        model = model.to(dtype=dtype).to_empty(device=device)
         _init_random(model)
     else:
         result = model.load_state_dict(state, strict=False, assign=True)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(f"checkpoint does not match the model: missing {result.missing_keys[:8]}, "
                              f"unexpected {result.unexpected_keys[:8]}")
+    _reset_position_ids(model, device)
     model.model.rotary_emb = None  # its buffers are not in the checkpoint: rebuilt after the cast
     model.to(device=device, dtype=dtype)
     model.model.rotary_emb = LlamaRotaryEmbedding(config=config).to(device)  # inv_freq stays fp32
@@ -103,13 +104,36 @@ def build_model(config: LlavaConfig, dtype: torch.dtype, device: str | torch.dev
     return model.eval()
 
 
-def _tower_config(config: LlavaConfig):
+def tower_config(config: LlavaConfig, vision_tower: str | None):
+    """CLIPVisionConfig of an in-checkpoint tower: `vision_tower_config`, else the config of `vision_tower`."""
+    # Original v1.6 checkpoints store no tower config: the reference builds it from mm_vision_tower (hub name).
     from transformers import CLIPVisionConfig
 
     fields = getattr(config, "vision_tower_config", None)
-    if fields is None:
-        raise ValueError("the checkpoint holds vision tower weights but config.json has no vision_tower_config")
-    return CLIPVisionConfig(**fields)
+    if fields is not None:
+        return CLIPVisionConfig(**fields)
+    if not vision_tower:
+        raise ValueError("the checkpoint holds the vision tower weights but its shape is unknown: config.json has "
+                         "neither vision_tower_config nor mm_vision_tower; pass --vision-tower DIR (a CLIP "
+                         "directory whose config.json gives the tower shape)")
+    try:
+        return CLIPVisionConfig.from_pretrained(vision_tower)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"the checkpoint holds the vision tower weights, but their CLIP config could not be read from "
+            f"{vision_tower!r} ({err.__class__.__name__}); the original v1.6 checkpoints take it from "
+            "mm_vision_tower (e.g. openai/clip-vit-large-patch14-336): put that CLIP config.json in a local "
+            "directory and pass --vision-tower DIR, or add vision_tower_config to the model's config.json"
+        ) from err
+
+
+def _reset_position_ids(model: torch.nn.Module, device: str | torch.device) -> None:
+    """Rebuild CLIP's non-persistent `position_ids` buffers: never in a checkpoint (left on the meta device by
+    `load_state_dict(assign=True)`) and uninitialised memory after `to_empty`."""
+    for module in model.modules():
+        ids = module._buffers.get("position_ids")
+        if ids is not None:
+            module._buffers["position_ids"] = torch.arange(ids.shape[-1], device=device).expand(1, -1)
 
 
 def _init_random(model: torch.nn.Module, std: float = 0.02) -> None:

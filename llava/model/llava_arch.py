@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.mm_utils import get_anyres_image_grid_shape
+from llava.model.anyres import merge_flat, merge_multicrop, merge_spatial
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_projector.builder import build_vision_projector
 from llava.model.sequence import SequenceBatch, pad_rows
@@ -38,12 +40,56 @@ class LlavaMultimodalMixin:
         features, origin = self.get_vision_tower().encode(images.to(self.device))
         return self.model.mm_projector(features.to(self.dtype)), origin
 
+    def image_segments(self, images, image_sizes=None) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Per image: its visual tokens [T, D], their origins [T] and the number of sub-images encoded."""
+        # A 4-D tensor [n, 3, H, W] is one view per image (LLaVA-1.5). A list of per-image stacks [1 + g, 3, S, S]
+        # (or a 5-D tensor) is anyres: all sub-images go through one tower call, then each image's base and crops
+        # are merged per config.mm_patch_merge_type, or in the multi-crop layout when the tower reduces tokens
+        # (encoder-stage methods, methods spec §4.3). `image_sizes` are the original (w, h) per image.
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            features, origin = self.encode_images(images)
+            return [(f, o, 1) for f, o in zip(features, origin)]
+        views = [x if x.dim() == 4 else x[None] for x in images]
+        features, origin = self.encode_images(torch.cat([v.to(self.device) for v in views]))
+        counts = [v.shape[0] for v in views]
+        if image_sizes is not None and len(image_sizes) != len(views):
+            raise ValueError(f"{len(image_sizes)} image_sizes for {len(views)} images")
+        sizes = list(image_sizes) if image_sizes is not None else [None] * len(views)
+        return [(*self.merge_sub_images(f, o, size), f.shape[0])
+                for f, o, size in zip(features.split(counts), origin.split(counts), sizes)]
+
+    def merge_sub_images(self, features: torch.Tensor, origin: torch.Tensor,
+                         image_size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's sub-image features [n_sub, T, D] -> its visual segment [N, D] and origins [N]."""
+        tower = self.get_vision_tower()
+        side = tower.config.image_size // tower.config.patch_size
+        merge = getattr(self.config, "mm_patch_merge_type", None) or "flat"
+        if merge != "flat" and not merge.startswith("spatial"):
+            raise ValueError(f"config.mm_patch_merge_type={merge!r}: expected 'flat', 'spatial' or 'spatial_unpad'")
+        if merge == "flat" and not tower.reduces_tokens:
+            return merge_flat(features, origin, side)
+        grid = self._anyres_grid(image_size, merge) if features.shape[0] > 1 else (0, 0)
+        if tower.reduces_tokens:
+            return merge_multicrop(features, origin, grid, side, tower.dominant_tokens(features.shape[1]))
+        unpad = "unpad" in merge
+        return merge_spatial(features, origin, grid, side, image_size if unpad else None,
+                             self.model.image_newline if unpad else None)
+
+    def _anyres_grid(self, image_size: tuple[int, int] | None, merge: str) -> tuple[int, int]:
+        """The (g_w, g_h) crop grid of an image of original size (w, h)."""
+        pinpoints = getattr(self.config, "image_grid_pinpoints", None)
+        if image_size is None or pinpoints is None:
+            raise ValueError(f"merging anyres crops ({merge!r}) needs image_sizes=[(w, h), ...] and "
+                             "config.image_grid_pinpoints")
+        return get_anyres_image_grid_shape(tuple(image_size), pinpoints, self.get_vision_tower().config.image_size)
+
     def prepare_multimodal_batch(self, input_ids, attention_mask=None, images=None, image_sizes=None) -> SequenceBatch:
         """Embed the prompt ids and splice one feature block per IMAGE_TOKEN_INDEX placeholder.
 
         `input_ids` is [B, T] (right-padded; `attention_mask` marks real tokens) or a list of 1-D tensors.
         `images` holds one image per placeholder, in prompt order across the batch (text-only samples take
-        none). Adjacent placeholders (video frames) form one visual segment.
+        none): a [n, 3, H, W] tensor, or anyres per-image stacks with `image_sizes` (see `image_segments`).
+        Adjacent placeholders (video frames) form one visual segment.
         """
         rows = _as_rows(input_ids, attention_mask)
         n_placeholders = sum(int((r == IMAGE_TOKEN_INDEX).sum()) for r in rows)
@@ -51,14 +97,14 @@ class LlavaMultimodalMixin:
             raise ValueError(f"the prompt has {n_placeholders} image placeholder(s) but no images were given")
         if images is not None and len(images) != n_placeholders:
             raise ValueError(f"{len(images)} images for {n_placeholders} <image> placeholders in the prompts")
-        features, origin = self.encode_images(images) if n_placeholders else (None, None)
+        segments = self.image_segments(images, image_sizes) if n_placeholders else []
         embed = self.model.embed_tokens
         max_len = getattr(self.config, "tokenizer_model_max_length", None)
-        seqs, origins, starts, lengths = [], [], [], []
+        seqs, origins, starts, lengths, units = [], [], [], [], []
         next_image = 0
         for ids in rows:
             ids = ids.to(self.device)
-            pieces, visual, start, seg_len = [], [], 0, 0
+            pieces, visual, start, seg_len, n_units = [], [], 0, 0, 0
             cut = [-1, *torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist(), ids.numel()]
             for k in range(len(cut) - 1):
                 text = ids[cut[k] + 1: cut[k + 1]]
@@ -68,15 +114,17 @@ class LlavaMultimodalMixin:
                         raise ValueError("images of one sample must be adjacent placeholders (one visual segment)")
                     if not seg_len:
                         start = sum(p.shape[0] for p in pieces)
-                    feats = features[next_image]
-                    visual.append(origin[next_image])
+                    feats, origin, n_sub = segments[next_image]
+                    visual.append(origin)
                     pieces.append(feats)
                     seg_len += feats.shape[0]
+                    n_units += n_sub
                     next_image += 1
             seq = torch.cat(pieces)[:max_len] if max_len else torch.cat(pieces)
             seqs.append(seq)
             starts.append(start)
             lengths.append(min(seg_len, max(0, seq.shape[0] - start)))
+            units.append(n_units)
             origins.append(torch.cat(visual) if visual else torch.zeros(0, dtype=torch.long, device=self.device))
         key_mask = pad_rows([torch.ones(s.shape[0], dtype=torch.bool, device=self.device) for s in seqs], False)
         positions = (key_mask.long().cumsum(dim=1) - 1).clamp(min=0)
@@ -87,6 +135,7 @@ class LlavaMultimodalMixin:
             visual_start=torch.tensor(starts, device=self.device),
             visual_len=torch.tensor(lengths, device=self.device),
             origin=origins,
+            visual_units=torch.tensor(units, device=self.device),
         )
 
 

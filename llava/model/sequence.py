@@ -14,7 +14,13 @@ class SequenceBatch:
     `key_mask[b, t]` is True for real tokens; real tokens of row b are its first `lengths[b]` columns.
     `visual_start[b]` / `visual_len[b]` locate the (single, contiguous) visual segment of sample b
     (`visual_len` is 0 for text-only samples). `origin[b]` holds, for every visual token, the index of the
-    vision-tower token it stands for (-1 for a CLS token), so kept tokens can be drawn over the image.
+    vision-tower token it stands for (-1 for a CLS token), so kept tokens can be drawn over the image; for an
+    anyres image patch j of sub-image u is u * P + j and an `image_newline` token is -2 (llava.model.anyres).
+    `visual_units[b]` is the number of tower sub-images behind the segment (1 per LLaVA-1.5 image or video
+    frame, 1 + crops per NeXT image, 0 for text-only samples; None = 1 per image-bearing sample), so methods
+    can scale per-sub-image budgets.
+    `layer_input` is set at a boundary only for methods that score with the previous layer's own attention
+    (`score_layer_offset = -1`): the hidden states that entered that layer.
     """
 
     hidden: torch.Tensor
@@ -23,10 +29,19 @@ class SequenceBatch:
     visual_start: torch.Tensor
     visual_len: torch.Tensor
     origin: list[torch.Tensor] = field(default_factory=list)
+    layer_input: torch.Tensor | None = None
+    visual_units: torch.Tensor | None = None
 
     @property
     def lengths(self) -> torch.Tensor:
         return self.key_mask.sum(dim=1)
+
+    @property
+    def units(self) -> torch.Tensor:
+        """Sub-images per sample (`visual_units`, defaulting to 1 per sample with a visual segment)."""
+        if self.visual_units is not None:
+            return self.visual_units
+        return (self.visual_len > 0).long()
 
     @property
     def has_padding(self) -> bool:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from visiondrop.methods.base import Method, NoPruning
+from visiondrop.methods.fastv import FastV
+from visiondrop.methods.pdrop import PDrop
+from visiondrop.methods.sparsevlm import SparseVLM
 from visiondrop.methods.visiondrop import VisionDrop
+from visiondrop.methods.visionzip import VisionZip
+from visiondrop.methods.vispruner import VisPruner
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (NoPruning, VisionDrop)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (NoPruning, VisionDrop, FastV, PDrop, VisionZip, VisPruner, SparseVLM)
+}
 
 
 def get_method_class(name: str) -> type[Method]:

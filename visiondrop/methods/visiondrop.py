@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from visiondrop.encoder_stage import dominant_contextual
+from visiondrop.encoder_stage import dominant_contextual, nominal_sub_images
 from visiondrop.merging import complement, contextual_merge, top_indices_ascending
 from visiondrop.methods.base import Method
 from visiondrop.reduction import Reduction
@@ -32,6 +32,7 @@ class LLMOptions:
     enabled: bool = True
     layers: list[int] = field(default_factory=lambda: [8, 16, 24])
     tokens: list[list[int]] = field(default_factory=lambda: [[30, 5], [22, 4], [16, 3]])
+    per_sub_image: bool = False  # true: `tokens` pairs are per sub-image, a sample keeps n_sub x each (NeXT)
     scoring: str = "visual"  # visual: all visual queries (VisionDrop); text: last instruction token (PDrop-style)
     chunk_size: int = 256  # visual queries per scoring chunk (bounds the extra memory)
 
@@ -74,32 +75,58 @@ class VisionDrop(Method):
     def _split(self, dominant: int, contextual: int) -> tuple[int, int]:
         return (dominant, contextual) if self.options.merge else (dominant + contextual, 0)
 
-    def tower_tokens(self, n_visual: int) -> int:
+    @property
+    def encoder_split(self) -> tuple[int, int]:
+        """(dominant incl. CLS, contextual) tokens per sub-image leaving the encoder stage."""
+        enc = self.options.encoder
+        return self._split(enc.dominant, enc.contextual)
+
+    def _llm_pair(self, stage: int, units: int) -> tuple[int, int]:
+        """(dominant, contextual) kept at `stage` (1-based) by a sample of `units` sub-images."""
+        d, c = self.options.llm.tokens[stage - 1]
+        scale = units if self.options.llm.per_sub_image else 1
+        return self._split(d * scale, c * scale)
+
+    def tower_tokens(self, n_visual: int, units: int | None = None) -> int:
         enc = self.options.encoder
         if not enc.enabled:
             return n_visual
-        if enc.dominant < 1 or enc.dominant + enc.contextual > n_visual + 1:
+        units = nominal_sub_images(n_visual) if units is None else units
+        per_sub_image = n_visual // units
+        if enc.dominant < 1 or enc.dominant + enc.contextual > per_sub_image + 1:
             raise ValueError(f"encoder.dominant={enc.dominant} + encoder.contextual={enc.contextual} must be "
-                             f">= 1 and at most the {n_visual + 1} tower tokens (CLS + patches)")
-        return enc.dominant + enc.contextual
+                             f">= 1 and at most the {per_sub_image + 1} tower tokens (CLS + patches)")
+        return units * (enc.dominant + enc.contextual)
 
-    def stage_counts(self, n_in: int) -> list[int]:
+    def stage_counts(self, n_in: int, units: int = 1) -> list[int]:
         counts, current = [], n_in
-        for k, (d, c) in enumerate(self.options.llm.tokens):
+        for k in range(len(self.options.llm.tokens)):
+            d, c = self._llm_pair(k + 1, units)
             if d + c > current:
-                raise ValueError(f"llm.tokens[{k}] = [{d}, {c}] keeps {d + c} tokens but the stage receives "
-                                 f"only {current}")
+                raise ValueError(f"llm.tokens[{k}] = {self.options.llm.tokens[k]} keeps {d + c} tokens but the "
+                                 f"stage receives only {current}")
             current = d + c
             counts.append(current)
         return counts
 
+    def layer_counts(self, n_visual: int, n_layers: int) -> list[int]:
+        """Per-layer counts on the nominal geometry; NeXT's 2880 = 5 sub-images (960/705/515/380 at B = 640)."""
+        if self.boundaries and max(self.boundaries) >= n_layers:
+            raise ValueError(f"boundary after layer {max(self.boundaries)} but the model has {n_layers} layers")
+        units = nominal_sub_images(n_visual)
+        current = self.tower_tokens(n_visual, units)
+        after = dict(zip(self.boundaries, self.stage_counts(current, units)))
+        counts = []
+        for layer in range(n_layers):
+            current = after.get(layer, current)
+            counts.append(current)
+        return counts
+
     def reduce_encoder(self, layer_input, features, layer, select_feature):
-        enc = self.options.encoder
-        d, c = self._split(enc.dominant, enc.contextual)
+        d, c = self.encoder_split
         return dominant_contextual(layer_input, features, layer, d, c, self.options.fusion)
 
     def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> list[Reduction | None]:
-        d, c = self._split(*self.options.llm.tokens[stage - 1])
         cos, sin = rope
         out = []
         for b in range(batch.hidden.shape[0]):
@@ -107,6 +134,7 @@ class VisionDrop(Method):
             if n_vis == 0:
                 out.append(None)  # text-only samples are never pruned
                 continue
+            d, c = self._llm_pair(stage, int(batch.units[b]))
             if d + c > n_vis:
                 raise ValueError(f"stage {stage} keeps {d + c} visual tokens but sample {b} has only {n_vis}")
             n_real, start = int(batch.lengths[b]), int(batch.visual_start[b])

@@ -10,7 +10,7 @@ a new token takes, in each group, the position after the group's last real posit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -37,6 +37,9 @@ class StageReducer(Protocol):
 
     boundaries: tuple[int, ...]
     compact_positions: bool
+    score_layer_offset: int  # 0: score with the layer about to run; -1: with the previous layer (its input too)
+
+    def begin_prefill(self, batch: SequenceBatch) -> None: ...
 
     def reduce(self, stage: int, layer_idx: int, batch: SequenceBatch, layer: nn.Module, rope: tuple) -> list: ...
 
@@ -93,6 +96,11 @@ class LlavaLlamaModel(LlavaMetaModel):
         boundaries = sorted(self.reducer.boundaries) if self.reducer is not None else []
         if boundaries and boundaries[-1] >= n_layers:
             raise ValueError(f"pruning boundary after layer {boundaries[-1]} but the model has {n_layers} layers")
+        offset = self.reducer.score_layer_offset if boundaries else 0
+        if offset not in (0, -1):
+            raise ValueError(f"score_layer_offset={offset}: only 0 (next layer) or -1 (previous layer) are supported")
+        if boundaries:
+            self.reducer.begin_prefill(batch)
         counts = torch.zeros(n_layers, batch.hidden.shape[0], dtype=torch.long)
         stage_origins = [batch.origin]
         segments = []
@@ -100,11 +108,16 @@ class LlavaLlamaModel(LlavaMetaModel):
         for stage, (first, stop) in enumerate(zip(starts, [*boundaries, n_layers])):
             if stage > 0:
                 rope = self.rotary_emb(batch.hidden, batch.positions)
-                reductions = self.reducer.reduce(stage, first, batch, self.layers[first], rope)
+                reductions = self.reducer.reduce(stage, first, batch, self.layers[first + offset], rope)
                 batch = apply_reductions(batch, reductions, self.reducer.compact_positions)
                 stage_origins.append(batch.origin)
             counts[first:stop] = batch.visual_len.cpu()
-            hidden = self._run_layers(batch.hidden, batch.key_mask, batch.positions, cache, first, stop)
+            # A method scoring with the previous layer's attention also needs that layer's input: keep it.
+            split = stop + offset if stop < n_layers else stop
+            hidden = self._run_layers(batch.hidden, batch.key_mask, batch.positions, cache, first, split)
+            if split < stop:
+                batch = replace(batch, layer_input=hidden)
+                hidden = self._run_layers(hidden, batch.key_mask, batch.positions, cache, split, stop)
             batch = batch.with_hidden(hidden)
             last_pos = batch.positions.masked_fill(~batch.key_mask, -1).max(dim=1).values
             segments.append(Segment(first, batch.key_mask, last_pos + 1))
@@ -152,6 +165,7 @@ def apply_reductions(batch: SequenceBatch, reductions: list, compact_positions: 
         visual_start=batch.visual_start,
         visual_len=torch.tensor(new_len, device=batch.visual_len.device),
         origin=origins,
+        visual_units=batch.visual_units,
     )
 
 

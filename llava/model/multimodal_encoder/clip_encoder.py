@@ -42,6 +42,15 @@ class CLIPVisionTower(nn.Module):
         return (self.config.image_size // self.config.patch_size) ** 2
 
     @property
+    def reduces_tokens(self) -> bool:
+        """True when `select` returns a reduced token set (encoder-stage pruning); the plain tower never does."""
+        return False
+
+    def dominant_tokens(self, n_out: int) -> int:
+        """Leading dominant tokens among the `n_out` per sub-image that `select` returns (the rest are merged)."""
+        return n_out
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.vision_tower.embeddings.patch_embedding.weight.dtype
 

@@ -1,0 +1,1 @@
+"""Efficiency benchmarks: timed generation runs, analytic FLOPs / KV accounting and the report tables."""

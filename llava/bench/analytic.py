@@ -1,0 +1,43 @@
+"""Analytic FLOPs and KV bytes of a measured run, from its per-layer visual counts (efficiency spec §2, §5)."""
+
+from __future__ import annotations
+
+from visiondrop.config import PruningConfig
+from visiondrop.flops import (
+    LLMShape,
+    ProjectorShape,
+    VisionShape,
+    boundary_selection,
+    decode_flops_per_token,
+    flops_report,
+    kv_cache_bytes,
+)
+
+Shapes = tuple[LLMShape, VisionShape, ProjectorShape]
+
+
+def selection_queries(config: PruningConfig) -> int | str | None:
+    """Queries per LLM boundary as executed: all visual (VisionDrop), one (PDrop; VisionDrop text scoring), or
+    None where selection adds no counted FLOPs (FastV, SparseVLM reuse attention; encoder-only methods)."""
+    if config.method == "visiondrop":
+        return "visual" if config.options.llm.scoring == "visual" else 1
+    return 1 if config.method == "pdrop" else None
+
+
+def analytic(shapes: Shapes, config: PruningConfig, text_tokens: int, counts: list[int], batch: int,
+             bytes_per_elem: int) -> dict:
+    """FLOPs per sample (lm_head over all prompt positions, the paper's convention; and over the last position,
+    as this implementation runs it), decode FLOPs per token and the analytic KV bytes of the whole batch."""
+    llm, vision, projector = shapes
+    queries = selection_queries(config)
+    selection = boundary_selection(text_tokens, counts, queries) if queries is not None else []
+    flops = flops_report(llm, vision, projector, text_tokens, counts, selection=selection)
+    last = flops_report(llm, vision, projector, text_tokens, counts, lm_head_positions=1, selection=selection)
+    context = [text_tokens + n for n in counts]
+    return {
+        "flops_per_sample": flops,
+        "flops_per_sample_lm_head_last": last["total"],
+        "decode_flops_per_token": decode_flops_per_token(llm, context),
+        "selection_queries": queries,
+        "kv_analytic_bytes": kv_cache_bytes(llm, context, batch, bytes_per_elem),
+    }

@@ -1,0 +1,203 @@
+"""Timed runs of the generation path (efficiency spec §6): ViT / selection / prefill / decode split, TTFT,
+end-to-end time for a fixed number of generated tokens, KV bytes allocated, peak memory, largest batch."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers.cache_utils import DynamicCache
+
+from llava.constants import IMAGE_TOKEN_INDEX
+from visiondrop.timing import SectionTimer
+
+
+@dataclass
+class BenchInputs:
+    """A fixed batch: `text_tokens` random ids per row around one image placeholder, and random pixels."""
+
+    input_ids: torch.Tensor
+    images: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def make_inputs(model, batch: int, text_tokens: int, image_position: int = 35, seed: int = 0) -> BenchInputs:
+    """Identical rows (no padding): `image_position` text ids, the placeholder, the remaining text ids."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, model.config.vocab_size, (text_tokens,), generator=g)
+    cut = min(image_position, text_tokens)
+    row = torch.cat([ids[:cut], torch.tensor([IMAGE_TOKEN_INDEX]), ids[cut:]])
+    tower = model.get_vision_tower()
+    size = tower.config.image_size
+    pixels = torch.randn(1, 3, size, size, generator=g)
+    return BenchInputs(row.expand(batch, -1).to(model.device).contiguous(),
+                       pixels.expand(batch, -1, -1, -1).to(model.device, tower.dtype).contiguous())
+
+
+def cache_bytes(cache: DynamicCache) -> int:
+    """Bytes held by the key and value tensors of every layer of a cache."""
+    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
+               if t is not None)
+
+
+@torch.no_grad()
+def generate_timed(model, inputs: BenchInputs, n_tokens: int, timer: SectionTimer,
+                   on_prefill: Callable[[DynamicCache], None] | None = None) -> torch.Tensor:
+    """`model.generate(min_new_tokens=max_new_tokens=n_tokens)` (greedy, EOS ignored), step for step, with a
+    timer mark at the start and after every generated token. Returns the tokens [B, n_tokens]."""
+    eos = model.config.eos_token_id
+    timer.mark()
+    batch = model.prepare_multimodal_batch(inputs.input_ids, None, inputs.images)
+    cache = DynamicCache()
+    final, last_index, segments, model.last_stats = model.model.prefill(batch, cache)
+    if on_prefill is not None:
+        on_prefill(cache)
+    rows = torch.arange(final.shape[0], device=final.device)
+    logits = model.lm_head(final[rows, last_index]).float()
+    tokens = []
+    for step in range(n_tokens):
+        if eos is not None:
+            logits[:, eos] = float("-inf")  # step < min_new_tokens
+        token = logits.argmax(dim=-1)
+        tokens.append(token)
+        bool((token == eos).all())  # generate's per-step stop check (a host sync)
+        timer.mark()
+        if step == n_tokens - 1:
+            break
+        hidden = model.model.decode_step(model.model.embed_tokens(token)[:, None], cache, segments)
+        logits = model.lm_head(hidden[:, -1]).float()
+    return torch.stack(tokens, dim=1)
+
+
+@dataclass
+class Trial:
+    """One run: section totals, and device / host ms from the start to token k (k = 1..n)."""
+
+    sections: dict[str, float]
+    device_ms: list[float]
+    wall_ms: list[float]
+
+
+def run_trial(model, inputs: BenchInputs, n_tokens: int, timer: SectionTimer, on_prefill=None) -> Trial:
+    """One timed generation of exactly `n_tokens` tokens."""
+    timer.reset()
+    generate_timed(model, inputs, n_tokens, timer, on_prefill)
+    device_ms, wall_ms = timer.marks_ms()
+    return Trial(timer.sections_ms(), device_ms, wall_ms)
+
+
+@dataclass
+class Plan:
+    """Token counts and repetitions: the first `decode_repeats` timed runs generate `long` tokens, the rest
+    `short` (enough for every end-to-end point below `long`); warm-up runs generate `short` (at least 2)."""
+
+    points: list[int]
+    warmup: int = 5
+    repeats: int = 20
+    decode_repeats: int | None = None
+    long: int = field(init=False)
+    short: int = field(init=False)
+
+    def __post_init__(self):
+        self.points = sorted(set(self.points))
+        self.long = self.points[-1]
+        self.short = max([p for p in self.points if p < self.long] + [min(2, self.long)])
+        if self.decode_repeats is None:
+            self.decode_repeats = self.repeats
+
+    def tokens(self, timed_index: int) -> int:
+        return self.long if timed_index < self.decode_repeats else self.short
+
+
+def summary(values: list[float]) -> dict[str, float] | None:
+    """Median, p10, p90 and count of a list of measurements (None when empty)."""
+    if not values:
+        return None
+    p10, med, p90 = np.percentile(np.asarray(values, dtype=float), [10, 50, 90])
+    return {"median": float(med), "p10": float(p10), "p90": float(p90), "n": len(values)}
+
+
+def split_trials(trials: list[Trial], plan: Plan) -> dict:
+    """Per-part latency summaries (spec §6.2): ViT, selection, prefill, decode per token, TTFT, e2e per G."""
+    parts: dict[str, list[float]] = {k: [] for k in ("vit", "select", "prefill", "ttft", "decode_per_token")}
+    e2e = {g: [] for g in plan.points}
+    wall = {g: [] for g in plan.points}
+    for t in trials:
+        s = t.sections
+        parts["vit"].append(s.get("vit", 0.0) - s.get("select_encoder", 0.0))
+        parts["select"].append(s.get("select_encoder", 0.0) + s.get("select_llm", 0.0))
+        parts["prefill"].append(t.device_ms[0] - s.get("vit", 0.0) - s.get("select_llm", 0.0))
+        parts["ttft"].append(t.device_ms[0])
+        if len(t.device_ms) == plan.long > 1:
+            parts["decode_per_token"].append((t.device_ms[-1] - t.device_ms[0]) / (plan.long - 1))
+        for g in plan.points:
+            if len(t.device_ms) >= g:
+                e2e[g].append(t.device_ms[g - 1])
+                wall[g].append(t.wall_ms[g - 1])
+    out = {k: summary(v) for k, v in parts.items()}
+    out["e2e"] = {str(g): summary(v) for g, v in e2e.items()}
+    out["e2e_wall"] = {str(g): summary(v) for g, v in wall.items()}
+    return out
+
+
+def measure(model, inputs: BenchInputs, plan: Plan, timer: SectionTimer) -> dict:
+    """Warm up, then time `plan.repeats` runs; the first run also reads the KV cache and the token counts."""
+    seen: dict = {}
+
+    def inspect(cache: DynamicCache) -> None:
+        seen["kv_allocated_bytes"] = cache_bytes(cache)
+
+    cuda = inputs.input_ids.device.type == "cuda"
+    for i in range(plan.warmup):
+        run_trial(model, inputs, plan.short, timer, inspect if i == 0 else None)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    trials = [run_trial(model, inputs, plan.tokens(i), timer, inspect if not seen else None)
+              for i in range(plan.repeats)]
+    per_layer = model.last_stats.visual_per_layer
+    return {
+        "batch": inputs.batch,
+        "visual_per_layer": per_layer[:, 0].tolist(),
+        "uniform_across_batch": bool((per_layer == per_layer[:, :1]).all()),
+        "kv_allocated_bytes": seen["kv_allocated_bytes"],
+        "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+        "latency_ms": split_trials(trials, plan),
+    }
+
+
+def is_oom(err: BaseException) -> bool:
+    """True for a CUDA out-of-memory error."""
+    text = str(err)
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in text or "ALLOC_FAILED" in text
+
+
+def free_memory() -> None:
+    """Release cached device memory between cells (and after an OOM)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def find_max_batch(fits: Callable[[int], bool], known: int, cap: int, step: int = 8) -> int:
+    """Largest batch <= cap with fits(batch): double from `known` (a batch known to fit, 0 if none) until a
+    failure or the cap, then bisect until the bracket is at most `step` wide. 0 when nothing fits."""
+    lo, hi = min(known, cap), None
+    b = min(max(2 * lo, 1), cap)
+    while lo < cap:
+        if not fits(b):
+            hi = b
+            break
+        lo, b = b, min(2 * b, cap)
+    if hi is None:
+        return lo
+    while hi - lo > max(step, 1):
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo

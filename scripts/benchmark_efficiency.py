@@ -1,0 +1,299 @@
+"""FLOPs, KV cache, peak memory, latency split and throughput of every config, in one run (efficiency spec).
+
+    python scripts/benchmark_efficiency.py --random-weights llava15-7b --out results/efficiency \\
+        --configs configs/visiondrop/llava15_64.yaml configs/*/llava15_64.yaml --batch-sizes 1,8,16,max
+
+The unpruned `configs/none/llava15.yaml` is always measured first as the reference. Per config and batch size:
+analytic FLOPs (measured per-layer visual counts), analytic and allocated KV bytes, peak memory, ViT / selection /
+prefill / decode split, TTFT, end-to-end time for G generated tokens (EOS ignored) and the "GQA-style" G=4,
+throughput and ratios to the unpruned run. Cells run batch by batch; the JSON and Markdown are rewritten after
+every cell, so a run cut short keeps what it measured. `max` = largest batch that fits (doubling, then bisection).
+Configs are measured in the order given (put the important ones first when using --time-budget); the tables list
+them by method and budget. Use `--random-weights tiny --dtype fp32 --device cpu` for a CPU smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import transformers
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llava.bench.analytic import analytic  # noqa: E402
+from llava.bench.graphs import graph_prefill  # noqa: E402
+from llava.bench.report import add_ratios, markdown, throughput  # noqa: E402
+from llava.bench.runner import Plan, find_max_batch, free_memory, is_oom, make_inputs, measure, run_trial  # noqa: E402
+from visiondrop.config import PruningConfig, load_config  # noqa: E402
+from visiondrop.flops import from_configs  # noqa: E402
+from visiondrop.timing import SectionTimer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = "configs/none/llava15.yaml"
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+GQA_TOKENS = 4  # "GQA-style" short answer: one prefill + 3 decoded tokens
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model-path", help="LLaVA-1.5-style checkpoint directory (real weights)")
+    src.add_argument("--random-weights", choices=["llava15-7b", "tiny"], help="random weights of these shapes")
+    p.add_argument("--vision-tower", help="CLIP directory for --model-path (default: the checkpoint's)")
+    p.add_argument("--configs", nargs="*", default=[], help="pruning config YAMLs (the unpruned one is added)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
+    p.add_argument("--vision-dtype", choices=sorted(DTYPES), help="tower dtype (default: --dtype)")
+    p.add_argument("--attn", default="sdpa", help="attention backend of the LLM and the tower")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-sizes", default="1,8,16,max", help="comma list; 'max' = largest that fits")
+    p.add_argument("--max-batch-cap", type=int, default=256, help="upper bound of the 'max' search")
+    p.add_argument("--max-batch-step", type=int, default=8, help="resolution of the 'max' bisection")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--decode-repeats", type=int, help="timed runs generating the longest G (default: all)")
+    p.add_argument("--max-warmup", type=int, help="warm-up runs at the 'max' batch (default: --warmup)")
+    p.add_argument("--max-repeats", type=int, help="timed runs at the 'max' batch (default: --repeats)")
+    p.add_argument("--text-tokens", type=int, default=64)
+    p.add_argument("--image-position", type=int, default=35, help="text tokens before the image")
+    p.add_argument("--gen-tokens", default="1,32", help="end-to-end points G (tokens generated, EOS ignored)")
+    p.add_argument("--cuda-graph-prefill", action="store_true", help="also time the prefill layers in a CUDA graph")
+    p.add_argument("--time-budget", type=float, help="seconds from the start; later cells are skipped (marked)")
+    p.add_argument("--out", required=True, help="output directory (efficiency.json, efficiency.md)")
+    args = p.parse_args(argv)
+    args.batch_labels = [b.strip() for b in args.batch_sizes.split(",") if b.strip()]
+    if any(b != "max" and not (b.isdigit() and int(b) > 0) for b in args.batch_labels):
+        p.error(f"--batch-sizes {args.batch_sizes!r}: expected positive integers and 'max'")
+    if "max" in args.batch_labels and not args.device.startswith("cuda"):
+        p.error("--batch-sizes max needs a CUDA device (the search stops at the first out-of-memory error)")
+    args.gen = sorted({int(g) for g in args.gen_tokens.split(",")})
+    if args.gen[0] < 1:
+        p.error("--gen-tokens must be >= 1")
+    return args
+
+
+def load_model(args: argparse.Namespace):
+    """The pruning-aware model: random weights of the named shapes, or a real checkpoint."""
+    dtype = DTYPES[args.dtype]
+    vision_dtype = DTYPES[args.vision_dtype or args.dtype]
+    if args.random_weights:
+        from llava.model.random_weights import random_llava
+
+        return random_llava(args.random_weights, dtype, args.device, args.attn, vision_dtype)
+    from llava.model.builder import load_pretrained_model
+    from llava.model.visiondrop_llava import PruningCLIPVisionTower, VisionDropLlavaForCausalLM
+
+    _, model, _, _ = load_pretrained_model(
+        args.model_path, device=args.device, dtype=dtype, attn_implementation=args.attn,
+        vision_tower=args.vision_tower, vision_dtype=vision_dtype, tower_cls=PruningCLIPVisionTower,
+        model_cls=VisionDropLlavaForCausalLM)
+    return model
+
+
+def load_configs(paths: list[str]) -> list[tuple[str, str, PruningConfig]]:
+    """(key, label, config) for the reference and every distinct path, reference first, then in the order given
+    (the measuring order: with --time-budget, put the configs that matter most first)."""
+    out, seen = [], set()
+    for path in [str(REPO / REFERENCE), *paths]:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        cfg = load_config(resolved)
+        if resolved.is_relative_to(REPO):
+            cfg.source = str(resolved.relative_to(REPO))  # no machine paths in the results
+        key = f"{resolved.parent.name}/{resolved.stem}"
+        label = cfg.method if cfg.method == "none" or cfg.budget is None else f"{cfg.method} {cfg.budget:g}"
+        out.append((key, label, cfg))
+    labels = [label for _, label, _ in out]
+    return [(k, k if labels.count(label) > 1 else label, c) for k, label, c in out]
+
+
+def display_order(configs: list[tuple[str, str, PruningConfig]]) -> list[str]:
+    """Config keys for the tables: the reference, then by method (first appearance) and budget, largest first."""
+    methods = list(dict.fromkeys(c.method for _, _, c in configs))
+    rest = sorted(configs[1:], key=lambda e: (methods.index(e[2].method), -(e[2].budget or 0)))
+    return [configs[0][0], *(k for k, _, _ in rest)]
+
+
+def environment(args: argparse.Namespace) -> dict:
+    """Device, driver, CUDA and library versions, dtype, attention backend and mode (spec §1)."""
+    cuda = args.device.startswith("cuda")
+    env = {"gpu": torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or platform.machine()})",
+           "driver": _driver_version() if cuda else None, "cuda": torch.version.cuda if cuda else None,
+           "torch": torch.__version__, "transformers": transformers.__version__,
+           "python": platform.python_version(), "dtype": args.dtype, "vision_dtype": args.vision_dtype or args.dtype,
+           "attention": args.attn, "mode": "eager"}
+    return env
+
+
+def _driver_version() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Bench:
+    """Runs the cells of one model and keeps the record (results are appended as they are measured)."""
+
+    def __init__(self, args: argparse.Namespace, model, configs, t0: float):
+        self.args, self.model, self.configs, self.t0 = args, model, configs, t0
+        self.timer = SectionTimer(args.device)
+        model.attach_timer(self.timer)
+        self.plan = Plan([*args.gen, GQA_TOKENS], args.warmup, args.repeats, args.decode_repeats)
+        max_repeats = self.plan.repeats if args.max_repeats is None else args.max_repeats
+        self.max_plan = Plan(self.plan.points, self.plan.warmup if args.max_warmup is None else args.max_warmup,
+                             max_repeats, min(self.plan.decode_repeats, max_repeats))
+        tower = model.get_vision_tower()
+        self.shapes = from_configs(model.config, tower.config, model.config.mm_projector_type)
+        self.known_fit: dict[str, int] = {}
+        model_name = Path(args.model_path).name if args.model_path else f"random-weights {args.random_weights}"
+        self.record = {
+            "environment": environment(args),
+            "settings": {
+                "model": model_name,
+                "batch_labels": args.batch_labels, "text_tokens": args.text_tokens, "gen_tokens": args.gen,
+                "e2e_points": self.plan.points, "warmup": args.warmup, "repeats": args.repeats,
+                "decode_repeats": self.plan.decode_repeats, "max_warmup": self.max_plan.warmup,
+                "max_repeats": self.max_plan.repeats, "max_decode_repeats": self.max_plan.decode_repeats,
+                "image_position": args.image_position,
+                "max_batch_cap": args.max_batch_cap, "max_batch_step": args.max_batch_step,
+                "timing": "CUDA events (device time) + host wall clock" if self.timer.cuda else "perf_counter"},
+            "reference": configs[0][0],
+            "display_order": display_order(configs),
+            "configs": [{"key": k, "label": lab, **cfg.to_dict()} for k, lab, cfg in configs],
+            "results": [], "cuda_graph_prefill": []}
+
+    def inputs(self, batch: int):
+        a = self.args
+        return make_inputs(self.model, batch, a.text_tokens, a.image_position)
+
+    def fits(self, batch: int) -> bool:
+        """Whether one run with the longest G fits in memory at this batch."""
+        try:
+            run_trial(self.model, self.inputs(batch), self.plan.long, self.timer)
+            ok = True
+        except RuntimeError as err:
+            if not is_oom(err):
+                raise
+            ok = False
+        free_memory()
+        return ok
+
+    def try_measure(self, batch: int, plan: Plan) -> dict | None:
+        """`measure` at this batch, or None on out-of-memory."""
+        try:
+            result = measure(self.model, self.inputs(batch), plan, self.timer)
+        except RuntimeError as err:
+            if not is_oom(err):
+                raise
+            result = None
+        free_memory()
+        return result
+
+    def cell(self, key: str, label: str, cfg: PruningConfig, batch_label: str) -> dict:
+        """Measure one (config, batch) cell; OOM is a status, not a failure."""
+        self.model.set_pruning(cfg)
+        base = {"config": key, "label": label, "method": cfg.method, "batch_label": batch_label}
+        if batch_label == "max":
+            batch = find_max_batch(self.fits, self.known_fit.get(key, 0), self.args.max_batch_cap,
+                                   self.args.max_batch_step)
+            base["max_batch_search"] = {"found": batch, "cap": self.args.max_batch_cap}
+        else:
+            batch = int(batch_label)
+        result = None
+        for _ in range(3 if batch_label == "max" else 1):  # at 'max', step down if fragmentation bites
+            plan = self.max_plan if batch_label == "max" else self.plan
+            if batch < 1 or (result := self.try_measure(batch, plan)) is not None:
+                break
+            batch -= self.args.max_batch_step
+        if result is None:
+            return {**base, "batch": batch, "status": "OOM"}
+        if batch_label != "max":
+            self.known_fit[key] = max(self.known_fit.get(key, 0), batch)
+        counts = result["visual_per_layer"]
+        bytes_per_elem = torch.empty(0, dtype=self.model.dtype).element_size()
+        result.update(analytic(self.shapes, cfg, self.args.text_tokens, counts, batch, bytes_per_elem))
+        result["average_visual_tokens"] = sum(counts) / len(counts)
+        result = {**base, "status": "ok", **result}
+        result["throughput"] = throughput(result)
+        return result
+
+    def graph_cells(self) -> None:
+        """Eager vs CUDA-graph prefill layers at batch 1, per config with measured counts."""
+        for key, label, _ in self.configs:
+            counts = next((r["visual_per_layer"] for r in self.record["results"]
+                           if r["config"] == key and r["status"] == "ok"), None)
+            if counts is None or self.over_budget():
+                continue
+            entry = {"config": key, "label": label}
+            try:
+                entry.update(graph_prefill(self.model, counts, self.args.text_tokens, self.args.warmup,
+                                           self.args.repeats))
+            except Exception as err:  # optional comparison: keep the main results whatever happens
+                entry["error"] = f"{type(err).__name__}: {err}"[:300]
+            free_memory()
+            self.record["cuda_graph_prefill"].append(entry)
+            self.write()
+
+    def write(self) -> None:
+        out = Path(self.args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        add_ratios(self.record["results"], self.record["reference"])
+        (out / "efficiency.json").write_text(json.dumps(self.record, indent=2))
+        (out / "efficiency.md").write_text(markdown(self.record))
+
+    def over_budget(self) -> bool:
+        return bool(self.args.time_budget) and time.monotonic() - self.t0 > self.args.time_budget
+
+    def run_cell(self, key: str, label: str, cfg: PruningConfig, batch_label: str) -> dict:
+        """One cell, or its status: skipped by the time budget, or an error (one broken method must not cost
+        the other cells)."""
+        base = {"config": key, "label": label, "method": cfg.method, "batch_label": batch_label}
+        if self.over_budget():
+            return {**base, "status": "skipped (time budget)"}
+        try:
+            return self.cell(key, label, cfg, batch_label)
+        except Exception as err:
+            traceback.print_exc()
+            free_memory()
+            return {**base, "status": f"error: {type(err).__name__}: {err}"[:200]}
+
+    def run(self) -> None:
+        """All cells, batch label by batch label (unpruned first); the CUDA-graph comparison after the first."""
+        bar = tqdm(total=len(self.args.batch_labels) * len(self.configs), desc="efficiency", unit="cell")
+        for n, batch_label in enumerate(self.args.batch_labels):
+            for key, label, cfg in self.configs:
+                self.record["results"].append(self.run_cell(key, label, cfg, batch_label))
+                self.write()
+                bar.update()
+            if n == 0 and self.args.cuda_graph_prefill and self.timer.cuda:
+                self.graph_cells()
+        bar.close()
+        self.record["elapsed_s"] = time.monotonic() - self.t0
+        self.write()
+
+
+def main(argv: list[str] | None = None) -> None:
+    t0 = time.monotonic()
+    args = parse_args(argv)
+    configs = load_configs(args.configs)
+    model = load_model(args)
+    free_memory()
+    Bench(args, model, configs, t0).run()
+    print((Path(args.out) / "efficiency.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

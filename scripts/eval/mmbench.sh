@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# MMBench (spec §7.2; MMB_LANG=cn for MMBench-CN, §7.3): answers per TSV row -> submission file, and
+# CircularEval accuracy when the TSV has answers (dev split; the test split is scored on the server).
+# Usage: bash scripts/eval/mmbench.sh [CONFIG.yaml] [driver options...]   (environment: see common.sh; SPLIT)
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+eval_setup "$@"
+if [[ "${MMB_LANG:-en}" == cn ]]; then
+    BENCH=mmbench_cn; SPLIT=${SPLIT:-mmbench_dev_cn_20231003}
+else
+    BENCH=mmbench; SPLIT=${SPLIT:-mmbench_dev_20230712}
+fi
+MMB=$DATA_ROOT/$BENCH
+require_path "$MMB/$SPLIT.tsv" "the $BENCH TSV $SPLIT.tsv (MMBench release; the paper uses the TEST legacy TSVs)"
+ANSWERS=$MMB/answers/$SPLIT/$CKPT.jsonl
+UPLOAD=$MMB/answers_upload/$SPLIT/$CKPT.xlsx
+RESULT=$(result_file "$BENCH")
+generate llava.eval.model_vqa_mmbench "$ANSWERS" "" "$MMB/$SPLIT.tsv" --lang "${MMB_LANG:-en}" --single-pred-prompt
+mkdir -p "$(dirname "$UPLOAD")"
+rm -f "$RESULT"
+"$PY" -m llava.eval.scoring.mmbench --answers "$ANSWERS" --annotation-file "$MMB/$SPLIT.tsv" --benchmark "$BENCH" \
+    --upload-file "$UPLOAD" --result-file "$RESULT" --extra "$(record_extra "$ANSWERS")"
+if [[ ! -f "$RESULT" ]]; then  # test split: no answers in the TSV, scored on the server
+    [[ -f "$UPLOAD" ]] || UPLOAD=${UPLOAD%.xlsx}.tsv  # the scorer writes .tsv when openpyxl is missing
+    record_pending "$BENCH" "$ANSWERS" "$UPLOAD"
+fi

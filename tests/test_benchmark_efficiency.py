@@ -1,0 +1,144 @@
+"""CPU smoke test of scripts/benchmark_efficiency.py on the tiny random model, plus its building blocks.
+
+fp32 on purpose: fp16 matmuls on a CPU are emulated and would take minutes; the GPU run uses fp16. One
+intra-op thread: on a loaded 2-core machine OpenMP threads spin against each other (seconds become minutes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from llava.bench.runner import find_max_batch, generate_timed, make_inputs
+from llava.model.random_weights import random_llava
+from visiondrop.config import load_config
+from visiondrop.flops import LLMShape, ProjectorShape, VisionShape, flops_report, kv_cache_bytes
+from visiondrop.timing import SectionTimer
+
+REPO = Path(__file__).resolve().parents[1]
+VD64 = REPO / "configs" / "visiondrop" / "llava15_64.yaml"
+# The tiny shapes, written out independently of the model code (llava/model/tiny.py, vocab 32000).
+TINY_LLM = LLMShape(layers=32, hidden=64, ffn=172, heads=4, kv_heads=4, vocab=32000)
+TINY_VIT = VisionShape(layers=24, width=32, ffn=64, tokens=577)
+TINY_PROJ = ProjectorShape(in_width=32, out_width=64, n_linears=2)
+TEXT = 64
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("benchmark_efficiency", REPO / "scripts" / "benchmark_efficiency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("efficiency")
+    _script().main(["--random-weights", "tiny", "--dtype", "fp32", "--device", "cpu", "--configs", str(VD64),
+                    "--batch-sizes", "1,2", "--repeats", "2", "--warmup", "1", "--gen-tokens", "1,2",
+                    "--text-tokens", str(TEXT), "--out", str(out)])
+    return json.loads((out / "efficiency.json").read_text()), (out / "efficiency.md").read_text()
+
+
+def _results(record: dict) -> dict[tuple[str, str], dict]:
+    return {(r["config"], r["batch_label"]): r for r in record["results"]}
+
+
+def test_outputs_cover_every_config_and_batch(outputs):
+    record, md = outputs
+    cells = _results(record)
+    assert set(cells) == {(c, b) for c in ("none/llava15", "visiondrop/llava15_64") for b in ("1", "2")}
+    assert all(r["status"] == "ok" for r in cells.values())
+    assert record["environment"]["torch"] == torch.__version__ and record["environment"]["mode"] == "eager"
+    for label in ("| none |", "| visiondrop 64 |", "## Batch 1", "## Batch 2", "### end to end, G=4"):
+        assert label in md
+    for r in cells.values():
+        lat = r["latency_ms"]
+        assert set(lat["e2e"]) == {"1", "2", "4"} and lat["decode_per_token"]["n"] == 2
+        assert lat["ttft"]["median"] == pytest.approx(lat["e2e"]["1"]["median"])
+        assert r["throughput"]["G4"] == pytest.approx(r["batch"] * 1e3 / lat["e2e"]["4"]["median"])
+        assert r["ratio_to_unpruned"]["speedup_ttft"] > 0
+    vd = cells[("visiondrop/llava15_64", "1")]["latency_ms"]
+    assert vd["select"]["median"] > 0 and cells[("none/llava15", "1")]["latency_ms"]["select"]["median"] == 0
+
+
+def test_unpruned_flops_equal_the_calculator(outputs):
+    record, _ = outputs
+    expected = flops_report(TINY_LLM, TINY_VIT, TINY_PROJ, TEXT, [576] * 32)
+    for batch in ("1", "2"):
+        got = _results(record)[("none/llava15", batch)]["flops_per_sample"]
+        assert got == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("config", ["none/llava15", "visiondrop/llava15_64"])
+def test_allocated_kv_equals_analytic(outputs, config):
+    record, _ = outputs
+    expected_counts = [576] * 32 if config == "none/llava15" else [96] * 8 + [70] * 8 + [52] * 8 + [38] * 8
+    for batch in (1, 2):
+        r = _results(record)[(config, str(batch))]
+        assert r["visual_per_layer"] == expected_counts and r["uniform_across_batch"]
+        analytic = kv_cache_bytes(TINY_LLM, [TEXT + n for n in r["visual_per_layer"]], batch, bytes_per_elem=4)
+        assert r["kv_allocated_bytes"] == analytic == r["kv_analytic_bytes"]
+
+
+def test_timed_loop_equals_generate_and_times_the_selection():
+    model = random_llava("tiny", torch.float32, "cpu")
+    ids = model.get_vision_tower().vision_tower.embeddings.position_ids
+    assert torch.equal(ids, torch.arange(577)[None])  # rebuilt after to_empty (builder fix)
+    model.set_pruning(load_config(VD64))
+    inputs = make_inputs(model, 2, TEXT)
+    reference = model.generate(inputs.input_ids, images=inputs.images, min_new_tokens=3, max_new_tokens=3)
+    timer = SectionTimer("cpu")
+    model.attach_timer(timer)
+    tokens = generate_timed(model, inputs, 3, timer)
+    assert torch.equal(tokens, reference)
+    sections = timer.sections_ms()
+    assert set(sections) == {"vit", "select_encoder", "select_llm"}
+    assert len(timer.marks_ms()[0]) == 3
+    model.attach_timer(None)
+    assert model.model.reducer is model.method and model.get_vision_tower().timer is None
+
+
+@pytest.mark.parametrize("limit,cap,known,expected", [(100, 256, 16, 96), (1000, 256, 16, 256), (0, 64, 0, 0),
+                                                      (5, 64, 0, 4), (40, 32, 16, 32)])
+def test_find_max_batch(limit, cap, known, expected):
+    tried = []
+
+    def fits(b: int) -> bool:
+        tried.append(b)
+        return b <= limit
+
+    assert find_max_batch(fits, known, cap, step=8) == expected
+    assert max(tried, default=0) <= cap
+
+
+def test_graph_stage_forward_shapes_and_report(outputs):
+    from llava.bench.graphs import layer_segments, stage_forward
+    from llava.bench.report import markdown
+
+    counts = [96] * 8 + [70] * 8 + [52] * 8 + [38] * 8
+    assert layer_segments(counts) == [(0, 8, 96), (8, 16, 70), (16, 24, 52), (24, 32, 38)]
+    model = random_llava("tiny", torch.float32, "cpu")
+    outs = stage_forward(model, counts, TEXT)()
+    assert [tuple(o.shape) for o in outs] == [(1, TEXT + n, 64) for n in (96, 70, 52, 38)]
+    record, _ = outputs
+    timing = {"median": 2.0, "p10": 1.9, "p90": 2.1, "n": 2}
+    record = {**record, "cuda_graph_prefill": [
+        {"config": "none/llava15", "label": "none", "eager_layers_ms": timing, "graph_layers_ms": timing,
+         "graph_speedup": 1.0},
+        {"config": "visiondrop/llava15_64", "label": "visiondrop 64", "error": "RuntimeError: capture failed"}]}
+    md = markdown(record)
+    assert "CUDA graph" in md and "| none | 2.0 [1.9–2.1] | 2.0 [1.9–2.1] | 1.00× | 1.00× |" in md
+    assert "capture failed" in md

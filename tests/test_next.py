@@ -1,0 +1,245 @@
+"""LLaVA-NeXT (anyres): feature merging by hand, the tiny v1.6-layout checkpoint, and VisionDrop at 640/320/160."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TEST_DEVICE, TEST_DTYPE, encode_prompt
+from PIL import Image
+from safetensors.torch import load_file
+from test_llava_model import right_pad
+
+from llava.mm_utils import anyres_token_count, get_anyres_image_grid_shape, process_anyres_image, process_images
+from llava.model.anyres import merge_flat, merge_multicrop, merge_spatial
+from llava.model.builder import load_pretrained_model
+from llava.model.tiny import NEXT_PINPOINTS, tiny_llava_next_path
+from llava.model.visiondrop_llava import load_model_for_eval
+from visiondrop.config import load_config, validate_budget
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SIDE, P = 24, 576
+# Per-layer group counts on a 2x2 grid (n_sub = 5), methods spec 1.5; a 1x2 grid (n_sub = 3) keeps 3/5 of them.
+NEXT_COUNTS = {640: [960, 705, 515, 380], 320: [480, 350, 260, 190], 160: [240, 175, 130, 95]}
+FULL_RETENTION = ["encoder.enabled=false", "llm.tokens=[[576,0],[576,0],[576,0]]", "budget=2880"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small to gain from threads, and on a busy 2-CPU machine OpenMP spinning
+    makes two threads many times slower: run this module single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def next_path(tiny_path) -> Path:
+    return tiny_llava_next_path(tiny_path.parent)
+
+
+@pytest.fixture(scope="module")
+def next_model(next_path):
+    tok, model, _, _ = load_model_for_eval(str(next_path), None, dtype=TEST_DTYPE, device=TEST_DEVICE)
+    return tok, model
+
+
+def install(model, config: str | None, overrides=()):
+    model.set_pruning(load_config(CONFIGS / config if config else None, list(overrides)))
+
+
+def picture(width: int, height: int, seed: int = 0) -> Image.Image:
+    rng = np.random.RandomState(seed)
+    return Image.fromarray(rng.randint(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def pixels(model, images: list[Image.Image]) -> list[torch.Tensor]:
+    return process_images(images, "anyres", 336, model.config.image_grid_pinpoints)
+
+
+# ---- anyres geometry by hand (pipeline spec 4.3 table) -------------------------------------------------------
+
+# (w, h), grid (g_w, g_h), kept map rows x cols after unpad, LLM tokens (576 + rows * (cols + 1))
+TABLE = [((672, 672), (2, 2), (48, 48), 2928), ((640, 480), (2, 2), (36, 48), 2340),
+         ((480, 640), (2, 2), (48, 36), 2352), ((1920, 1080), (2, 2), (28, 48), 1948),
+         ((336, 336), (1, 2), (24, 24), 1176), ((1000, 200), (3, 1), (14, 72), 1598)]
+
+
+def map_origin(r: int, c: int, g_w: int) -> int:
+    """Image-wide origin of cell (r, c) of the full crop map: sub-image 1 + crop index, patch (r%24, c%24)."""
+    return (1 + (r // SIDE) * g_w + c // SIDE) * P + (r % SIDE) * SIDE + c % SIDE
+
+
+@pytest.mark.parametrize("size,grid,kept,tokens", TABLE)
+def test_spatial_unpad_by_hand(size, grid, kept, tokens):
+    g_w, g_h = grid
+    assert get_anyres_image_grid_shape(size, NEXT_PINPOINTS, 336) == grid
+    assert process_anyres_image(picture(*size), NEXT_PINPOINTS).shape[0] == 1 + g_w * g_h
+    n_sub = 1 + g_w * g_h
+    features = torch.randn(n_sub, P, 8)
+    origin = torch.arange(P).expand(n_sub, P)
+    newline = torch.full((8,), 7.0)
+    out, ids = merge_spatial(features, origin, grid, SIDE, size, newline)
+    assert out.shape == (tokens, 8) and tokens == anyres_token_count(size, NEXT_PINPOINTS)
+    rows, cols = kept
+    assert int((ids == -2).sum()) == rows and tokens == P + rows * (cols + 1)
+    full_h, full_w = g_h * SIDE, g_w * SIDE
+    top, left = (full_h - rows) // 2, (full_w - cols) // 2
+    expected = list(range(P))
+    for r in range(top, top + rows):
+        expected += [map_origin(r, c, g_w) for c in range(left, left + cols)] + [-2]
+    assert ids.tolist() == expected
+    torch.testing.assert_close(out[: P], features[0], atol=0, rtol=0)
+    assert torch.equal(out[ids == -2], newline.expand(rows, 8))
+    u, j = ids[P] // P, ids[P] % P
+    torch.testing.assert_close(out[P], features[u, j], atol=0, rtol=0)
+
+
+def test_flat_and_spatial_keep_every_token():
+    features, origin = torch.randn(5, P, 8), torch.arange(P).expand(5, P)
+    flat, flat_ids = merge_flat(features, origin, SIDE)
+    assert flat.shape[0] == 5 * P == 2880 and flat_ids.tolist() == list(range(2880))
+    spatial, ids = merge_spatial(features, origin, (2, 2), SIDE)
+    assert spatial.shape[0] == 2880
+    assert ids[P:].tolist() == [map_origin(r, c, 2) for r in range(48) for c in range(48)]
+
+
+def test_multicrop_layout_by_hand():
+    # side 2 (4 patches), 2x1 grid; per sub-image [CLS, 1 dominant patch, 1 contextual]; row = 10 u + t.
+    features = (10 * torch.arange(3)[:, None] + torch.arange(3)[None]).float()[..., None]
+    origin = torch.tensor([[-1, 2, 0], [-1, 3, 1], [-1, 0, 2]])
+    out, ids = merge_multicrop(features, origin, (2, 1), 2, dominant=2)
+    # full map 2 x 4: crop 1 patch 3 -> (1, 1) = raster 5; crop 2 patch 0 -> (0, 2) = raster 2: crop 2 first.
+    assert out[:, 0].tolist() == [0, 1, 2, 21, 11, 10, 20, 12, 22]
+    assert ids.tolist() == [-1, 2, 0, 8, 7, -1, -1, 5, 10]
+
+
+# ---- the tiny NeXT checkpoint ----------------------------------------------------------------------------------
+
+def test_checkpoint_layout_and_clean_load(next_path, next_model, tmp_path):
+    file_keys = set(load_file(str(next_path / "model.safetensors")))
+    prefix = "model.vision_tower.vision_tower.vision_model."
+    assert "model.image_newline" in file_keys and f"{prefix}encoder.layers.23.mlp.fc1.weight" in file_keys
+    config = json.loads((next_path / "config.json").read_text())
+    assert config["unfreeze_mm_vision_tower"] and "vision_tower_config" not in config
+    assert config["image_aspect_ratio"] == "anyres" and config["mm_patch_merge_type"] == "spatial_unpad"
+    _, model = next_model
+    loaded = {k.replace("model.vision_tower.vision_tower.", prefix) for k in model.state_dict()}
+    assert loaded == file_keys  # no missing, no unexpected keys
+    stored = load_file(str(next_path / "model.safetensors"))
+    weight = "encoder.layers.0.self_attn.q_proj.weight"
+    tower = model.get_vision_tower().vision_tower.state_dict()
+    torch.testing.assert_close(tower[weight].cpu().float(), stored[prefix + weight].float(), atol=0, rtol=0)
+    clip = load_file(str(next_path.parent / "tiny-clip-vit-336" / "model.safetensors"))
+    assert not torch.equal(stored[prefix + weight], clip["vision_model." + weight])  # from the checkpoint
+    torch.testing.assert_close(model.model.image_newline.cpu().float(), stored["model.image_newline"].float())
+    moved = tmp_path / "llava-next-moved"  # mm_vision_tower no longer resolves: config.json must give the shape
+    shutil.copytree(next_path, moved)
+    with pytest.raises(FileNotFoundError, match="vision_tower_config"):
+        load_pretrained_model(str(moved), dtype=torch.float32)
+    clip_config = json.loads((next_path.parent / "tiny-clip-vit-336" / "config.json").read_text())["vision_config"]
+    (moved / "config.json").write_text(json.dumps({**config, "vision_tower_config": clip_config}))
+    _, again, _, _ = load_pretrained_model(str(moved), dtype=torch.float32)
+    torch.testing.assert_close(again.get_vision_tower().vision_tower.state_dict()[weight], stored[prefix + weight])
+
+
+def test_spliced_length_and_batch_splicing(next_model):
+    tok, model = next_model
+    install(model, None)
+    sizes = [(640, 480), (1000, 200)]
+    images = [picture(*s, seed=i) for i, s in enumerate(sizes)]
+    prompts = [encode_prompt(tok, "<image>\nWhat is this?"), encode_prompt(tok, "<image>\nIs it sunny today?")]
+    ids, mask = right_pad(prompts)
+    batch = model.prepare_multimodal_batch(ids, mask, pixels(model, images), sizes)
+    for i, size in enumerate(sizes):
+        n_visual = anyres_token_count(size, NEXT_PINPOINTS)
+        assert int(batch.visual_len[i]) == n_visual and int(batch.lengths[i]) == len(prompts[i]) - 1 + n_visual
+        single = model.prepare_multimodal_batch(prompts[i][None], images=pixels(model, images[i:i + 1]),
+                                                image_sizes=[size])
+        torch.testing.assert_close(batch.hidden[i, : int(batch.lengths[i])], single.hidden[0], atol=1e-5, rtol=0)
+    assert batch.visual_units.tolist() == [5, 4]
+
+
+# ---- VisionDrop on NeXT ------------------------------------------------------------------------------------
+
+def test_full_retention_equals_the_unpruned_model(next_model):
+    tok, model = next_model
+    ids, size = encode_prompt(tok, "<image>\nWhat is in the image?"), (336, 336)  # 1x2 grid: 3 x 576 flat
+    image = pixels(model, [picture(*size, seed=3)])
+    model.config.mm_patch_merge_type = "flat"
+    try:
+        install(model, None)
+        base = model(ids[None], images=image, image_sizes=[size])
+        install(model, "visiondrop/llava_next_320.yaml", FULL_RETENTION)
+        full = model(ids[None], images=image, image_sizes=[size])
+    finally:
+        model.config.mm_patch_merge_type = "spatial_unpad"
+    torch.testing.assert_close(full, base, atol=1e-6, rtol=0)
+    assert model.last_stats.visual_per_layer[:, 0].tolist() == [3 * P] * 32
+
+
+@pytest.mark.parametrize("budget", [640, 320, 160])
+def test_counts_meet_the_budget_and_scale_with_the_grid(next_model, budget):
+    tok, model = next_model
+    cfg = load_config(CONFIGS / "visiondrop" / f"llava_next_{budget}.yaml")
+    model.set_pruning(cfg)
+    expected = [n for n in NEXT_COUNTS[budget] for _ in range(8)]
+    assert validate_budget(cfg) == expected
+    sizes = [(640, 480), (336, 336)]  # 2x2 grid (n_sub 5) and 1x2 grid (n_sub 3)
+    prompts = [encode_prompt(tok, "<image>\nWhat is on the table?"), encode_prompt(tok, "<image>\nWhy?")]
+    ids, mask = right_pad(prompts)
+    model(ids, images=pixels(model, [picture(*s, seed=5) for s in sizes]), image_sizes=sizes, attention_mask=mask)
+    stats = model.last_stats
+    assert stats.visual_per_layer[:, 0].tolist() == expected
+    assert stats.visual_per_layer[:, 1].tolist() == [n * 3 // 5 for n in expected]
+    assert stats.average_visual_tokens == [budget, budget * 3 / 5]
+    origin = stats.stage_origins[0][0]  # multi-crop layout of the 2x2 image
+    d, c = cfg.options.encoder.dominant, cfg.options.encoder.contextual
+    assert origin[0] == -1 and bool((origin[1: d + c] < P).all())
+    patches = origin[d + c: d + c + 4 * (d - 1)]
+    crop, j = patches // P - 1, patches % P
+    raster = ((crop // 2) * SIDE + j // SIDE) * 2 * SIDE + (crop % 2) * SIDE + j % SIDE
+    assert bool((raster.diff() > 0).all())
+    assert origin[d + c + 4 * (d - 1): 5 * d + c].tolist() == [-1] * 4
+    assert (origin[5 * d + c:] // P).tolist() == [u for u in (1, 2, 3, 4) for _ in range(c)]
+
+
+def test_cached_generation_equals_pruned_recomputation(next_model):
+    tok, model = next_model
+    install(model, "visiondrop/llava_next_320.yaml")
+    ids, size = encode_prompt(tok, "<image>\nDescribe the image."), (672, 672)
+    image = pixels(model, [picture(*size, seed=7)])
+    tokens, logits = model.generate(ids[None], images=image, image_sizes=[size], max_new_tokens=4,
+                                    return_logits=True)
+    kept = model.last_stats.stage_origins
+    for step in range(tokens.shape[1]):
+        prefix = torch.cat([ids, tokens[0, :step].cpu()])
+        recomputed = model(prefix[None], images=image, image_sizes=[size])[0, -1]
+        torch.testing.assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(kept, model.last_stats.stage_origins))
+
+
+def test_batch_of_two_grids_equals_one_at_a_time(next_model):
+    tok, model = next_model
+    install(model, "visiondrop/llava_next_320.yaml")
+    sizes = [(640, 480), (1000, 200)]  # 2x2 grid (n_sub 5) and 3x1 grid (n_sub 4)
+    images = [pixels(model, [picture(*s, seed=9 + i)])[0] for i, s in enumerate(sizes)]
+    prompts = [encode_prompt(tok, "<image>\nWhat color is the car?"), encode_prompt(tok, "<image>\nWhere?")]
+    single = []
+    for p, img, size in zip(prompts, images, sizes):
+        out = model.generate(p[None], images=[img], image_sizes=[size], max_new_tokens=4, return_logits=True)
+        single.append((*out, [o[0] for o in model.last_stats.stage_origins]))
+    ids, mask = right_pad(prompts)
+    tokens, logits = model.generate(ids, images=images, image_sizes=sizes, attention_mask=mask, max_new_tokens=4,
+                                    return_logits=True)
+    assert model.last_stats.visual_per_layer[0].tolist() == [5 * 96, 4 * 96]
+    for i, (t1, l1, origins) in enumerate(single):
+        n = t1.shape[1]
+        assert torch.equal(tokens[i, :n], t1[0])
+        torch.testing.assert_close(logits[i, :n], l1[0], atol=1e-4, rtol=0)
+        assert all(torch.equal(a, b[i]) for a, b in zip(origins, model.last_stats.stage_origins))

@@ -1,0 +1,82 @@
+"""FastV: at the input of decoder layer K, keep the visual tokens the last prompt token attends to most in
+layer K-1 (methods spec §2). Static mode: pruned once in prefill, original positions kept (with gaps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from visiondrop.merging import top_indices_ascending
+from visiondrop.methods.base import Method, SampleView, per_sample
+from visiondrop.reduction import Reduction
+from visiondrop.scoring import last_token_attention
+
+
+@dataclass
+class FastVOptions:
+    """K = layer whose input is pruned (scored with layer K-1's attention); `keep` = visual tokens kept."""
+
+    K: int = 2
+    keep: int | None = None  # None: derived from the config's budget, k = round((L*B - K*N) / (L - K))
+    window_offset: int = 0  # 1: the released scripts' window [start+1, start+1+N) (FV-1)
+    decode: str = "static"  # static prefill pruning with the KV cache (FV-3); dynamic is not implemented
+
+    def __post_init__(self):
+        if self.K < 1:
+            raise ValueError(f"K={self.K}: FastV prunes the input of a layer K >= 1 (scored with layer K-1)")
+        if self.keep is not None and self.keep < 1:
+            raise ValueError(f"keep={self.keep}: keep at least one visual token")
+        if self.window_offset not in (0, 1):
+            raise ValueError(f"window_offset={self.window_offset}: expected 0 (correct) or 1 (released scripts)")
+        if self.decode != "static":
+            raise ValueError(f"decode={self.decode!r}: only 'static' is implemented (dynamic re-pruning needs "
+                             "a cache-free decode loop)")
+
+
+def fastv_keep(budget: float, n_visual: int, n_layers: int, first_pruned: int) -> int:
+    """Visual tokens kept after layer K so that the average over layers is `budget` (spec §2.4)."""
+    if budget * n_layers < first_pruned * n_visual:
+        raise ValueError(f"budget {budget} is below FastV's minimum K*N/L = {first_pruned}*{n_visual}/{n_layers} "
+                         f"= {first_pruned * n_visual / n_layers:.1f}")
+    return max(1, round((n_layers * budget - first_pruned * n_visual) / (n_layers - first_pruned)))
+
+
+class FastV(Method):
+    name = "fastv"
+    Options = FastVOptions
+    compact_positions = False
+    score_layer_offset = -1
+
+    def __init__(self, options: FastVOptions):
+        super().__init__(options)
+        self.boundaries = (options.K,)
+
+    def options_for_budget(self, budget: float, n_visual: int, n_layers: int) -> FastVOptions:
+        if self.options.keep is not None:
+            return self.options
+        return replace(self.options, keep=fastv_keep(budget, n_visual, n_layers, self.options.K))
+
+    def _keep(self) -> int:
+        if self.options.keep is None:
+            raise ValueError("keep is not set: give fastv a keep count or a config budget to derive it from")
+        return self.options.keep
+
+    def stage_counts(self, n_in: int) -> list[int]:
+        # window_offset 1 keeps visual token 0 besides the top-k, one fewer when the text token wins a slot
+        return [min(n_in, self._keep() + self.options.window_offset)]
+
+    def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> list[Reduction | None]:
+        if batch.layer_input is None:
+            raise ValueError("FastV scores with the input of layer K-1: the decoder loop must pass layer_input")
+        return per_sample(batch, rope, lambda s: self._reduce_sample(s, layer))
+
+    def _reduce_sample(self, s: SampleView, layer: nn.Module) -> Reduction:
+        keep, off = self._keep(), self.options.window_offset
+        end = min(s.start + off + s.n_visual, s.hidden.shape[0])
+        scores = last_token_attention(s.layer_input, layer, s.cos, s.sin, slice(s.start + off, end))
+        chosen = top_indices_ascending(scores, min(keep, scores.numel())) + off
+        if off:  # visual token 0 sits before the window (kept as "system text"); index n_visual is text
+            chosen = torch.cat([chosen.new_zeros(1), chosen[chosen < s.n_visual]])
+        return Reduction(keep=chosen)

@@ -1,0 +1,44 @@
+"""VisionZip: dominant tokens (CLS + top CLS-attention patches) and contextual merged tokens at the CLIP
+output, before the projector; the LLM runs unchanged (methods spec §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from visiondrop.encoder_stage import dominant_contextual
+from visiondrop.methods.base import Method
+
+
+@dataclass
+class VisionZipOptions:
+    """`dominant` counts the CLS token (official visionzip(dominant=, contextual=))."""
+
+    dominant: int = 54
+    contextual: int = 10
+    fusion: str = "target_plus_mean"  # VZ-2 clean option: size_weighted
+
+    def __post_init__(self):
+        if self.dominant < 1 or self.contextual < 0:
+            raise ValueError(f"dominant={self.dominant} must be >= 1 (it counts CLS), contextual >= 0")
+        if self.fusion not in ("target_plus_mean", "size_weighted"):
+            raise ValueError(f"fusion={self.fusion!r}: expected 'target_plus_mean' or 'size_weighted'")
+
+
+class VisionZip(Method):
+    name = "visionzip"
+    Options = VisionZipOptions
+    has_encoder_stage = True
+
+    def tower_tokens(self, n_visual: int) -> int:
+        total = self.options.dominant + self.options.contextual
+        if total > n_visual + 1:
+            raise ValueError(f"dominant + contextual = {total} exceeds the {n_visual + 1} tower tokens (CLS + patches)")
+        return total
+
+    def reduce_encoder(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module,
+                       select_feature: str) -> tuple[torch.Tensor, torch.Tensor]:
+        opts = self.options
+        return dominant_contextual(layer_input, features, layer, opts.dominant, opts.contextual, opts.fusion)
