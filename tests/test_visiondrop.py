@@ -180,3 +180,17 @@ def test_merge_off_keeps_counts_and_changes_tokens(load_tiny, vd64, gqa_question
     a, b = model(ids[None], images=image), no_merge(ids[None], images=image)
     assert torch.equal(model.last_stats.visual_per_layer, no_merge.last_stats.visual_per_layer)
     assert not torch.allclose(a[0, -1], b[0, -1])
+
+
+def test_mixed_batch_takes_the_per_sample_path(vd64):
+    tok, model = vd64
+    prompts = [encode_prompt(tok, "What is in the picture?\n<image>"), encode_prompt(tok, "<image>\nIs it red?")]
+    images = [stand_in_image(16), stand_in_image(17)]
+    single = [model.generate(p[None], images=img, max_new_tokens=4, return_logits=True)[1]
+              for p, img in zip(prompts, images)]
+    ids, mask = right_pad(prompts)
+    _, logits = model.generate(ids, images=torch.cat(images), attention_mask=mask, max_new_tokens=4,
+                               return_logits=True)
+    for i, l1 in enumerate(single):
+        torch.testing.assert_close(logits[i, : l1.shape[1]], l1[0], atol=1e-4, rtol=0)
+    assert model.last_stats.visual_per_layer[:, 0].tolist() == model.last_stats.visual_per_layer[:, 1].tolist()

@@ -7,50 +7,69 @@ every layer keeps its fast attention kernel. Encoder stages use the selected CLI
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import rotate_half
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE on [T, H, d] with cos/sin [T, d]."""
-    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+    """RoPE on [..., T, H, d] with cos/sin [..., T, d]."""
+    return x * cos[..., None, :] + rotate_half(x) * sin[..., None, :]
+
+
+def take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x[..., rows, ...] along the token dim: x is [*B, T, *F] and rows [*B, Q] (same leading batch dims)."""
+    dim = rows.dim() - 1
+    index = rows.reshape(*rows.shape, *([1] * (x.dim() - rows.dim())))
+    return torch.take_along_dim(x, index, dim=dim)
 
 
 def llm_query_key(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,
                   query_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Post-RoPE queries [q, H, d] (for `query_rows`) and keys [T, H, d] (all rows, GQA-expanded)."""
+    """Post-RoPE queries [..., Q, H, d] (for `query_rows`) and keys [..., T, H, d] (all rows, GQA-expanded)
+    from `layer`'s input norm and q/k projections; `hidden` is [T, D] or a batch [B, T, D]."""
     attn = layer.self_attn
     z = layer.input_layernorm(hidden)
     head_dim = attn.head_dim
-    q = attn.q_proj(z[query_rows]).view(len(query_rows), -1, head_dim)
-    k = attn.k_proj(z).view(z.shape[0], -1, head_dim)
-    q = _rope(q, cos[query_rows], sin[query_rows])
-    k = _rope(k, cos, sin)
-    groups = q.shape[1] // k.shape[1]
-    return q, k.repeat_interleave(groups, dim=1) if groups > 1 else k
+    zq = take_rows(z, query_rows)
+    q = _rope(attn.q_proj(zq).unflatten(-1, (-1, head_dim)), take_rows(cos, query_rows), take_rows(sin, query_rows))
+    k = _rope(attn.k_proj(z).unflatten(-1, (-1, head_dim)), cos, sin)
+    groups = q.shape[-2] // k.shape[-2]
+    return q, k.repeat_interleave(groups, dim=-2) if groups > 1 else k
 
 
-def attention_to_columns(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tensor, columns: slice,
+def attention_to_columns(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tensor, columns: slice | torch.Tensor,
                          chunk: int = 256, fp32_softmax: bool = True) -> torch.Tensor:
     """Mean over queries of the head-mean causal attention they pay to `columns` of the keys.
 
-    Faithful numerics: logits q.k/sqrt(d) with a causal mask over the whole prefix, softmax in fp32, probs
-    cast to the model dtype, mean over heads; the query mean is accumulated in fp32 and cast once.
-    `fp32_softmax=False` takes the softmax in the model dtype (SparseVLM's attention maps).
+    q [..., Q, H, d] sits at sequence indices `query_pos` [..., Q]; k [..., T, H, d] covers indices 0..T-1
+    (right padding lies beyond every real query, so the causal mask also hides it). `columns` is a slice or
+    per-sample indices [..., N]. Faithful numerics: logits q.k / sqrt(d) in the model dtype, causal mask over
+    the whole prefix, softmax in fp32 cast back, mean over heads; the query mean is accumulated in fp32.
+    `fp32_softmax=False` takes the softmax in the model dtype (SparseVLM). At most `chunk` query rows (over
+    the whole batch) are materialised at a time, which bounds the extra memory.
     """
     dtype = k.dtype
-    scale = q.shape[-1] ** -0.5
-    key_pos = torch.arange(k.shape[0], device=k.device)
+    rows_per_step = max(1, chunk // max(1, q[..., 0, 0, 0].numel()))
+    key_pos = torch.arange(k.shape[-3], device=k.device)
     total = None
-    for i in range(0, q.shape[0], chunk):
-        logits = torch.einsum("qhd,khd->hqk", q[i:i + chunk], k).float() * scale
-        logits = logits if fp32_softmax else logits.to(dtype)
-        future = key_pos[None, :] > query_pos[i:i + chunk, None]
-        probs = logits.masked_fill(future[None], float("-inf")).softmax(dim=-1).to(dtype)
-        part = probs[:, :, columns].mean(dim=0).float().sum(dim=0)
+    for i in range(0, q.shape[-3], rows_per_step):
+        logits = torch.einsum("...qhd,...khd->...hqk", q[..., i:i + rows_per_step, :, :], k)
+        logits.div_(math.sqrt(q.shape[-1]))
+        future = key_pos > query_pos[..., i:i + rows_per_step, None]
+        logits.masked_fill_(future[..., None, :, :], float("-inf"))
+        probs = logits.softmax(dim=-1, dtype=torch.float32).to(dtype) if fp32_softmax else logits.softmax(dim=-1)
+        del logits
+        probs = probs.mean(dim=-3)
+        if isinstance(columns, slice):
+            probs = probs[..., columns]
+        else:
+            probs = torch.take_along_dim(probs, columns[..., None, :], dim=-1)
+        part = probs.float().sum(dim=-2)
         total = part if total is None else total + part
-    return (total / q.shape[0]).to(dtype)
+    return (total / q.shape[-3]).to(dtype)
 
 
 def last_token_attention(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,

@@ -103,12 +103,12 @@ class LlavaMultimodalMixin:
         seqs, origins, starts, lengths, units = [], [], [], [], []
         next_image = 0
         for ids in rows:
-            ids = ids.to(self.device)
+            ids = ids.cpu()  # placeholders are found on the host; only text pieces go to the device
             pieces, visual, start, seg_len, n_units = [], [], 0, 0, 0
             cut = [-1, *torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist(), ids.numel()]
             for k in range(len(cut) - 1):
                 text = ids[cut[k] + 1: cut[k + 1]]
-                pieces.append(embed(text))
+                pieces.append(embed(text.to(self.device, non_blocking=True)))
                 if k + 1 < len(cut) - 1:
                     if seg_len and text.numel():
                         raise ValueError("images of one sample must be adjacent placeholders (one visual segment)")
@@ -132,10 +132,11 @@ class LlavaMultimodalMixin:
             hidden=pad_rows(seqs),
             key_mask=key_mask,
             positions=positions,
-            visual_start=torch.tensor(starts, device=self.device),
-            visual_len=torch.tensor(lengths, device=self.device),
+            visual_start=torch.tensor(starts),
+            visual_len=torch.tensor(lengths),
             origin=origins,
-            visual_units=torch.tensor(units, device=self.device),
+            visual_units=torch.tensor(units),
+            lengths=torch.tensor([s.shape[0] for s in seqs]),
         )
 
 

@@ -12,6 +12,8 @@ class SequenceBatch:
     """A right-padded batch of embedded sequences with per-sample visual spans.
 
     `key_mask[b, t]` is True for real tokens; real tokens of row b are its first `lengths[b]` columns.
+    The per-sample integers (`lengths`, `visual_start`, `visual_len`, `visual_units`) live on the host, so the
+    loop and the methods read them without waiting for the device.
     `visual_start[b]` / `visual_len[b]` locate the (single, contiguous) visual segment of sample b
     (`visual_len` is 0 for text-only samples). `origin[b]` holds, for every visual token, the index of the
     vision-tower token it stands for (-1 for a CLS token), so kept tokens can be drawn over the image; for an
@@ -31,10 +33,14 @@ class SequenceBatch:
     origin: list[torch.Tensor] = field(default_factory=list)
     layer_input: torch.Tensor | None = None
     visual_units: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
 
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.key_mask.sum(dim=1)
+    def __post_init__(self):
+        if self.lengths is None:
+            self.lengths = self.key_mask.sum(dim=1).cpu()
+        self.visual_start, self.visual_len = self.visual_start.cpu(), self.visual_len.cpu()
+        if self.visual_units is not None:
+            self.visual_units = self.visual_units.cpu()
 
     @property
     def units(self) -> torch.Tensor:
@@ -45,21 +51,21 @@ class SequenceBatch:
 
     @property
     def has_padding(self) -> bool:
-        return not bool(self.key_mask.all())
+        return bool((self.lengths < self.key_mask.shape[1]).any())
 
     def with_hidden(self, hidden: torch.Tensor) -> SequenceBatch:
         return replace(self, hidden=hidden)
 
 
 def attention_bias(
-    key_mask: torch.Tensor, q_len: int, dtype: torch.dtype, implementation: str
+    key_mask: torch.Tensor, padded: bool, q_len: int, dtype: torch.dtype, implementation: str
 ) -> torch.Tensor | None:
     """Mask for one attention call whose `q_len` queries are the last `q_len` keys.
 
+    `padded` says whether `key_mask` has any False (known on the host, so no device sync here).
     Returns None where the attention kernel's own causal handling is exact (no padding, and a kernel that
     applies causality itself), a 2-D key mask for FlashAttention-2, else an additive [B, 1, q, k] mask.
     """
-    padded = not bool(key_mask.all())
     if implementation == "flash_attention_2":
         return key_mask.long() if padded else None
     if not padded and (q_len == 1 or implementation != "eager"):

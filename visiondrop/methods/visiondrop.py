@@ -13,7 +13,7 @@ from visiondrop.encoder_stage import dominant_contextual, nominal_sub_images
 from visiondrop.merging import complement, contextual_merge, top_indices_ascending
 from visiondrop.methods.base import Method
 from visiondrop.reduction import Reduction
-from visiondrop.scoring import attention_to_columns, llm_query_key
+from visiondrop.scoring import attention_to_columns, llm_query_key, take_rows
 
 
 @dataclass
@@ -126,33 +126,35 @@ class VisionDrop(Method):
         d, c = self.encoder_split
         return dominant_contextual(layer_input, features, layer, d, c, self.options.fusion)
 
-    def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> list[Reduction | None]:
+    def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> Reduction | list:
+        """One batched pass when every row has the same visual count and budget (the common case), else per
+        sample; text-only samples are never pruned."""
         cos, sin = rope
+        n_vis = batch.visual_len.tolist()
+        pairs = [self._llm_pair(stage, u) if n else None for n, u in zip(n_vis, batch.units.tolist())]
+        for b, (n, pair) in enumerate(zip(n_vis, pairs)):
+            if pair is not None and sum(pair) > n:
+                raise ValueError(f"stage {stage} keeps {sum(pair)} visual tokens but sample {b} has only {n}")
+        device = batch.hidden.device
+        starts, lasts = batch.visual_start.to(device), (batch.lengths - 1).to(device)
+        if len(set(n_vis)) == 1 and len(set(pairs)) == 1 and pairs[0] is not None:
+            return self._reduce_rows(batch.hidden, cos, sin, starts, lasts, n_vis[0], layer, *pairs[0])
         out = []
-        for b in range(batch.hidden.shape[0]):
-            n_vis = int(batch.visual_len[b])
-            if n_vis == 0:
-                out.append(None)  # text-only samples are never pruned
-                continue
-            d, c = self._llm_pair(stage, int(batch.units[b]))
-            if d + c > n_vis:
-                raise ValueError(f"stage {stage} keeps {d + c} visual tokens but sample {b} has only {n_vis}")
-            n_real, start = int(batch.lengths[b]), int(batch.visual_start[b])
-            out.append(self._reduce_sample(batch.hidden[b, :n_real], cos[b, :n_real], sin[b, :n_real],
-                                           start, n_vis, layer, d, c))
+        for b, (n, pair) in enumerate(zip(n_vis, pairs)):
+            rows = slice(b, b + 1), slice(0, int(batch.lengths[b]))
+            out.append(None if pair is None else self._reduce_rows(
+                batch.hidden[rows], cos[rows], sin[rows], starts[b:b + 1], lasts[b:b + 1], n, layer, *pair).split()[0])
         return out
 
-    def _reduce_sample(self, hidden, cos, sin, start, n_vis, layer, d, c) -> Reduction:
+    def _reduce_rows(self, hidden, cos, sin, starts, lasts, n_vis, layer, d, c) -> Reduction:
+        """Score, select and merge the visual segments [start, start + n_vis) of every row of `hidden`."""
         opts = self.options.llm
-        visual = slice(start, start + n_vis)
-        if opts.scoring == "visual":
-            rows = torch.arange(start, start + n_vis, device=hidden.device)
-        else:
-            rows = torch.tensor([hidden.shape[0] - 1], device=hidden.device)
+        visual = starts[:, None] + torch.arange(n_vis, device=hidden.device)
+        rows = visual if opts.scoring == "visual" else lasts[:, None]
         q, k = llm_query_key(hidden, layer, cos, sin, rows)
         scores = attention_to_columns(q, k, rows, visual, opts.chunk_size)
         dom = top_indices_ascending(scores, d)
         rest = complement(n_vis, dom)
-        metric = k[visual].mean(dim=1)[rest]  # post-RoPE keys, head mean
-        merged, targets = contextual_merge(hidden[visual][rest], metric, c, self.options.fusion)
-        return Reduction(keep=dom, merged=merged, merged_index=rest[targets])
+        metric = take_rows(take_rows(k, visual).mean(dim=-2), rest)  # post-RoPE keys, head mean
+        merged, targets = contextual_merge(take_rows(take_rows(hidden, visual), rest), metric, c, self.options.fusion)
+        return Reduction(keep=dom, merged=merged, merged_index=rest[:, targets])

@@ -21,6 +21,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from llava.model.llava_arch import LlavaMetaModel, LlavaMultimodalMixin
 from llava.model.sequence import SequenceBatch, attention_bias, pad_rows
+from visiondrop.reduction import Reduction
 
 
 class LlavaConfig(LlamaConfig):
@@ -51,6 +52,7 @@ class Segment:
     first_layer: int
     key_mask: torch.Tensor
     next_position: torch.Tensor
+    padded: bool
 
 
 @dataclass
@@ -81,8 +83,8 @@ class LlavaLlamaModel(LlavaMetaModel):
     def attn_implementation(self) -> str:
         return self.config._attn_implementation or "sdpa"
 
-    def _run_layers(self, hidden, key_mask, positions, cache, first: int, stop: int) -> torch.Tensor:
-        mask = attention_bias(key_mask, hidden.shape[1], hidden.dtype, self.attn_implementation)
+    def _run_layers(self, hidden, key_mask, padded, positions, cache, first: int, stop: int) -> torch.Tensor:
+        mask = attention_bias(key_mask, padded, hidden.shape[1], hidden.dtype, self.attn_implementation)
         rope = self.rotary_emb(hidden, positions)
         for layer in self.layers[first:stop]:
             hidden = layer(hidden, attention_mask=mask, position_embeddings=rope, past_key_values=cache,
@@ -111,18 +113,20 @@ class LlavaLlamaModel(LlavaMetaModel):
                 reductions = self.reducer.reduce(stage, first, batch, self.layers[first + offset], rope)
                 batch = apply_reductions(batch, reductions, self.reducer.compact_positions)
                 stage_origins.append(batch.origin)
-            counts[first:stop] = batch.visual_len.cpu()
+            counts[first:stop] = batch.visual_len
+            padded = batch.has_padding
+            run = (batch.key_mask, padded, batch.positions, cache)
             # A method scoring with the previous layer's attention also needs that layer's input: keep it.
             split = stop + offset if stop < n_layers else stop
-            hidden = self._run_layers(batch.hidden, batch.key_mask, batch.positions, cache, first, split)
+            hidden = self._run_layers(batch.hidden, *run, first, split)
             if split < stop:
                 batch = replace(batch, layer_input=hidden)
-                hidden = self._run_layers(hidden, batch.key_mask, batch.positions, cache, split, stop)
+                hidden = self._run_layers(hidden, *run, split, stop)
             batch = batch.with_hidden(hidden)
             last_pos = batch.positions.masked_fill(~batch.key_mask, -1).max(dim=1).values
-            segments.append(Segment(first, batch.key_mask, last_pos + 1))
+            segments.append(Segment(first, batch.key_mask, last_pos + 1, padded))
         final = self.norm(batch.hidden)
-        last_index = batch.lengths - 1
+        last_index = (batch.lengths - 1).to(final.device)
         return final, last_index, segments, ForwardStats(counts, stage_origins)
 
     def decode_step(self, embeds: torch.Tensor, cache: DynamicCache, segments: list[Segment]) -> torch.Tensor:
@@ -132,14 +136,22 @@ class LlavaLlamaModel(LlavaMetaModel):
         ones = torch.ones(embeds.shape[0], 1, dtype=torch.bool, device=embeds.device)
         for seg, stop in zip(segments, bounds):
             seg.key_mask = torch.cat([seg.key_mask, ones], dim=1)
-            hidden = self._run_layers(hidden, seg.key_mask, seg.next_position[:, None], cache,
+            hidden = self._run_layers(hidden, seg.key_mask, seg.padded, seg.next_position[:, None], cache,
                                       seg.first_layer, stop)
             seg.next_position = seg.next_position + 1
         return self.norm(hidden)
 
 
-def apply_reductions(batch: SequenceBatch, reductions: list, compact_positions: bool) -> SequenceBatch:
-    """Rebuild every row as prefix + reduced visual segment + suffix, re-padded on the right."""
+def apply_reductions(batch: SequenceBatch, reductions, compact_positions: bool) -> SequenceBatch:
+    """Rebuild every row as prefix + reduced visual segment + suffix, re-padded on the right.
+
+    `reductions` is one Reduction per sample (None = unchanged), or one batched Reduction covering every row
+    (rows then share the visual span, so the whole batch is rebuilt with a few tensor ops).
+    """
+    if isinstance(reductions, Reduction):
+        if len(set(batch.visual_start.tolist())) == 1 and len(set(batch.visual_len.tolist())) == 1:
+            return _apply_batched(batch, reductions, compact_positions)
+        reductions = reductions.split()
     rows, pos_rows, origins, new_len = [], [], [], []
     for b, red in enumerate(reductions):
         n_real = int(batch.lengths[b])
@@ -158,15 +170,28 @@ def apply_reductions(batch: SequenceBatch, reductions: list, compact_positions: 
         origins.append(origin)
         new_len.append(n_vis)
     key_mask = pad_rows([torch.ones(r.shape[0], dtype=torch.bool, device=r.device) for r in rows], False)
-    return SequenceBatch(
-        hidden=pad_rows(rows),
-        key_mask=key_mask,
-        positions=pad_rows(pos_rows),
-        visual_start=batch.visual_start,
-        visual_len=torch.tensor(new_len, device=batch.visual_len.device),
-        origin=origins,
-        visual_units=batch.visual_units,
-    )
+    return replace(batch, hidden=pad_rows(rows), key_mask=key_mask, positions=pad_rows(pos_rows),
+                   visual_len=torch.tensor(new_len), origin=origins, layer_input=None,
+                   lengths=torch.tensor([r.shape[0] for r in rows]))
+
+
+def _apply_batched(batch: SequenceBatch, red: Reduction, compact_positions: bool) -> SequenceBatch:
+    """The batched rebuild: every row has its visual segment at the same [start, start + n)."""
+    start, n_vis = int(batch.visual_start[0]), int(batch.visual_len[0])
+    end, size = start + n_vis, red.size
+
+    def splice(x: torch.Tensor, middle: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x[:, :start], middle, x[:, end:]], dim=1)
+
+    hidden = splice(batch.hidden, red.gather(batch.hidden[:, start:end]))
+    key_mask = splice(batch.key_mask, batch.key_mask.new_ones(batch.key_mask.shape[0], size))
+    if compact_positions:
+        positions = torch.arange(hidden.shape[1], device=hidden.device).expand(hidden.shape[0], -1)
+    else:
+        positions = splice(batch.positions, red.gather_index(batch.positions[:, start:end]))
+    origin = list(red.gather_index(torch.stack(batch.origin)).unbind(0))
+    return replace(batch, hidden=hidden, key_mask=key_mask, positions=positions, origin=origin, layer_input=None,
+                   visual_len=torch.full_like(batch.visual_len, size), lengths=batch.lengths - (n_vis - size))
 
 
 class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
