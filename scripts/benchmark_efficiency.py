@@ -3,13 +3,20 @@
     python scripts/benchmark_efficiency.py --random-weights llava15-7b --out results/efficiency \\
         --configs configs/visiondrop/llava15_64.yaml configs/*/llava15_64.yaml --batch-sizes 1,8,16,max
 
-The unpruned `configs/none/llava15.yaml` is always measured first as the reference. Per config and batch size:
+The unpruned `configs/none/llava15.yaml` (LLaVA-NeXT: `configs/none/llava_next.yaml`) is always measured first
+as the reference. Per config and batch size:
 analytic FLOPs (measured per-layer visual counts), analytic and allocated KV bytes, peak memory, ViT / selection /
 prefill / decode split, TTFT, end-to-end time for G generated tokens (EOS ignored) and the "GQA-style" G=4,
 throughput and ratios to the unpruned run. Cells run batch by batch; the JSON and Markdown are rewritten after
 every cell, so a run cut short keeps what it measured. `max` = largest batch that fits (doubling, then bisection).
 Configs are measured in the order given (put the important ones first when using --time-budget); the tables list
 them by method and budget. Use `--random-weights tiny --dtype fp32 --device cpu` for a CPU smoke run.
+
+LLaVA-NeXT (`--random-weights llava-next-7b`, `tiny-next`, or an anyres checkpoint): one 672x672 image per sample,
+i.e. a 2x2 grid, 5 sub-images through the ViT; `--merge-type flat` (default for random weights: 5 x 576 = 2880
+visual tokens, the literature's nominal count) or `spatial_unpad` (stock v1.6: 2928 with the newlines). Configs
+must target the same model (`model:` in the YAML). FLOPs count the ViT per sub-image and the projector over the
+tokens actually projected.
 """
 
 from __future__ import annotations
@@ -32,13 +39,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llava.bench.analytic import analytic  # noqa: E402
 from llava.bench.graphs import graph_prefill  # noqa: E402
 from llava.bench.report import add_ratios, markdown, throughput  # noqa: E402
-from llava.bench.runner import Plan, find_max_batch, free_memory, is_oom, make_inputs, measure, run_trial  # noqa: E402
+from llava.bench.runner import (  # noqa: E402
+    NEXT_IMAGE_SIZE,
+    Plan,
+    anyres_crops,
+    find_max_batch,
+    free_memory,
+    is_oom,
+    make_inputs,
+    measure,
+    run_trial,
+)
+from llava.model.random_weights import MERGE_TYPES, NEXT_SHAPES, SHAPES, is_anyres  # noqa: E402
 from visiondrop.config import PruningConfig, load_config  # noqa: E402
 from visiondrop.flops import from_configs  # noqa: E402
 from visiondrop.timing import SectionTimer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = "configs/none/llava15.yaml"
+REFERENCES = {"llava-v1.5-7b": "configs/none/llava15.yaml", "llava-next-7b": "configs/none/llava_next.yaml"}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 GQA_TOKENS = 4  # "GQA-style" short answer: one prefill + 3 decoded tokens
 
@@ -47,8 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-path", help="LLaVA-1.5-style checkpoint directory (real weights)")
-    src.add_argument("--random-weights", choices=["llava15-7b", "tiny"], help="random weights of these shapes")
+    src.add_argument("--random-weights", choices=list(SHAPES), help="random weights of these shapes")
     p.add_argument("--vision-tower", help="CLIP directory for --model-path (default: the checkpoint's)")
+    p.add_argument("--merge-type", choices=MERGE_TYPES,
+                   help="NeXT sub-image merge (default: flat for random weights, the checkpoint's otherwise)")
     p.add_argument("--configs", nargs="*", default=[], help="pruning config YAMLs (the unpruned one is added)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
     p.add_argument("--vision-dtype", choices=sorted(DTYPES), help="tower dtype (default: --dtype)")
@@ -77,7 +97,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.gen = sorted({int(g) for g in args.gen_tokens.split(",")})
     if args.gen[0] < 1:
         p.error("--gen-tokens must be >= 1")
+    if args.merge_type and args.random_weights and args.random_weights not in NEXT_SHAPES:
+        p.error(f"--merge-type applies to LLaVA-NeXT ({', '.join(NEXT_SHAPES)}), not {args.random_weights}")
     return args
+
+
+def model_family(args: argparse.Namespace) -> str:
+    """The `model:` the configs must target: llava-next-7b for anyres models, else llava-v1.5-7b."""
+    if args.random_weights:
+        return "llava-next-7b" if args.random_weights in NEXT_SHAPES else "llava-v1.5-7b"
+    path = Path(args.model_path) / "config.json"
+    fields = json.loads(path.read_text()) if path.is_file() else {}
+    return "llava-next-7b" if fields.get("image_aspect_ratio") == "anyres" else "llava-v1.5-7b"
 
 
 def load_model(args: argparse.Namespace):
@@ -87,7 +118,8 @@ def load_model(args: argparse.Namespace):
     if args.random_weights:
         from llava.model.random_weights import random_llava
 
-        return random_llava(args.random_weights, dtype, args.device, args.attn, vision_dtype)
+        return random_llava(args.random_weights, dtype, args.device, args.attn, vision_dtype,
+                            merge_type=args.merge_type)
     from llava.model.builder import load_pretrained_model
     from llava.model.visiondrop_llava import PruningCLIPVisionTower, VisionDropLlavaForCausalLM
 
@@ -95,19 +127,27 @@ def load_model(args: argparse.Namespace):
         args.model_path, device=args.device, dtype=dtype, attn_implementation=args.attn,
         vision_tower=args.vision_tower, vision_dtype=vision_dtype, tower_cls=PruningCLIPVisionTower,
         model_cls=VisionDropLlavaForCausalLM)
+    if args.merge_type:
+        if not is_anyres(model.config):
+            raise ValueError(f"--merge-type: {args.model_path} is not an anyres (LLaVA-NeXT) checkpoint")
+        if "unpad" in args.merge_type and not hasattr(model.model, "image_newline"):
+            raise ValueError(f"--merge-type {args.merge_type}: the checkpoint has no image_newline")
+        model.config.mm_patch_merge_type = args.merge_type
     return model
 
 
-def load_configs(paths: list[str]) -> list[tuple[str, str, PruningConfig]]:
-    """(key, label, config) for the reference and every distinct path, reference first, then in the order given
-    (the measuring order: with --time-budget, put the configs that matter most first)."""
+def load_configs(paths: list[str], family: str = "llava-v1.5-7b") -> list[tuple[str, str, PruningConfig]]:
+    """(key, label, config) for the family's unpruned reference and every distinct path, reference first, then in
+    the order given (the measuring order: with --time-budget, put the configs that matter most first)."""
     out, seen = [], set()
-    for path in [str(REPO / REFERENCE), *paths]:
+    for path in [str(REPO / REFERENCES[family]), *paths]:
         resolved = Path(path).resolve()
         if resolved in seen:
             continue
         seen.add(resolved)
         cfg = load_config(resolved)
+        if cfg.model != family:
+            raise ValueError(f"{path} targets {cfg.model}, but this run measures {family}")
         if resolved.is_relative_to(REPO):
             cfg.source = str(resolved.relative_to(REPO))  # no machine paths in the results
         key = f"{resolved.parent.name}/{resolved.stem}"
@@ -144,6 +184,17 @@ def _driver_version() -> str | None:
         return None
 
 
+def image_description(model) -> str:
+    """The image each sample carries, as the report states it."""
+    side = model.get_vision_tower().config.image_size
+    if not is_anyres(model.config):
+        return f"one {side}x{side} view"
+    w, h = NEXT_IMAGE_SIZE
+    merge = model.config.mm_patch_merge_type
+    return (f"one {w}x{h} anyres image: {anyres_crops(model.config, NEXT_IMAGE_SIZE, side)} sub-images of "
+            f"{side}x{side} through the ViT, merge {merge} (encoder-stage methods: multi-crop layout)")
+
+
 class Bench:
     """Runs the cells of one model and keeps the record (results are appended as they are measured)."""
 
@@ -159,10 +210,12 @@ class Bench:
         self.shapes = from_configs(model.config, tower.config, model.config.mm_projector_type)
         self.known_fit: dict[str, int] = {}
         model_name = Path(args.model_path).name if args.model_path else f"random-weights {args.random_weights}"
+        anyres = is_anyres(model.config)
         self.record = {
             "environment": environment(args),
             "settings": {
-                "model": model_name,
+                "model": model_name, "image": image_description(model),
+                "merge_type": model.config.mm_patch_merge_type if anyres else None,
                 "batch_labels": args.batch_labels, "text_tokens": args.text_tokens, "gen_tokens": args.gen,
                 "e2e_points": self.plan.points, "warmup": args.warmup, "repeats": args.repeats,
                 "decode_repeats": self.plan.decode_repeats, "max_warmup": self.max_plan.warmup,
@@ -224,7 +277,8 @@ class Bench:
             self.known_fit[key] = max(self.known_fit.get(key, 0), batch)
         counts = result["visual_per_layer"]
         bytes_per_elem = torch.empty(0, dtype=self.model.dtype).element_size()
-        result.update(analytic(self.shapes, cfg, self.args.text_tokens, counts, batch, bytes_per_elem))
+        result.update(analytic(self.shapes, cfg, self.args.text_tokens, counts, batch, bytes_per_elem,
+                               result["n_crops"], result["projected_tokens"]))
         result["average_visual_tokens"] = sum(counts) / len(counts)
         result = {**base, "status": "ok", **result}
         result["throughput"] = throughput(result)
@@ -288,7 +342,7 @@ class Bench:
 def main(argv: list[str] | None = None) -> None:
     t0 = time.monotonic()
     args = parse_args(argv)
-    configs = load_configs(args.configs)
+    configs = load_configs(args.configs, model_family(args))
     model = load_model(args)
     free_memory()
     Bench(args, model, configs, t0).run()

@@ -76,10 +76,10 @@ def build_llm(dtype: torch.dtype, attn: str) -> LlavaLlamaModel:
     return model
 
 
-def measure(model, n_visual: int, n_text: int, repeats: int, chunk: int) -> dict:
+def measure(model, n_visual: int, n_text: int, repeats: int, memory_mib: float) -> dict:
     pairs = schedule_for(n_visual)
     cfg = load_config(raw={"method": "visiondrop", "encoder": {"enabled": False},
-                           "llm": {"tokens": pairs, "chunk_size": chunk}})
+                           "llm": {"tokens": pairs, "score_memory_mib": memory_mib}})
     timed = TimedReducer(build_method(cfg))
     dtype = next(model.parameters()).dtype
     length = n_text + n_visual
@@ -113,7 +113,7 @@ def measure(model, n_visual: int, n_text: int, repeats: int, chunk: int) -> dict
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - base
     vd = results["visiondrop"]
-    return dict(n_visual=n_visual, n_text=n_text, schedule=pairs, chunk_size=chunk, **{
+    return dict(n_visual=n_visual, n_text=n_text, schedule=pairs, score_memory_mib=memory_mib, **{
         "unpruned_prefill_ms": results["unpruned"]["prefill_ms"],
         "pruned_prefill_ms": vd["prefill_ms"], "selection_ms": vd["selection_ms"],
         "selection_share_of_pruned_prefill": vd["selection_ms"] / vd["prefill_ms"],
@@ -125,12 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--visual", type=int, nargs="+", default=[576, 2880])
     parser.add_argument("--text", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--score-memory-mib", type=float, default=128)
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--out", default="results/scoring.json")
     args = parser.parse_args(argv)
     model = build_llm(torch.float16, args.attn)
-    rows = [measure(model, n, args.text, args.repeats, args.chunk_size) for n in args.visual]
+    rows = [measure(model, n, args.text, args.repeats, args.score_memory_mib) for n in args.visual]
     env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, transformers=transformers.__version__,
                dtype="float16", attention=args.attn, batch=1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -142,3 +142,61 @@ def test_graph_stage_forward_shapes_and_report(outputs):
     md = markdown(record)
     assert "CUDA graph" in md and "| none | 2.0 [1.9–2.1] | 2.0 [1.9–2.1] | 1.00× | 1.00× |" in md
     assert "capture failed" in md
+
+
+# ---- LLaVA-NeXT (tiny-next: one 672x672 image = 5 sub-images; flat merge = 5 x 576 = 2880 tokens) ----------
+
+VD_NEXT = REPO / "configs" / "visiondrop" / "llava_next_320.yaml"
+NEXT_COUNTS = {"none/llava_next": [2880] * 32,
+               "visiondrop/llava_next_320": [480] * 8 + [350] * 8 + [260] * 8 + [190] * 8}
+NEXT_PROJECTED = {"none/llava_next": 2880, "visiondrop/llava_next_320": 5 * (84 + 12)}
+
+
+@pytest.fixture(scope="module")
+def next_outputs(tmp_path_factory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("efficiency_next")
+    _script().main(["--random-weights", "tiny-next", "--dtype", "fp32", "--device", "cpu", "--configs", str(VD_NEXT),
+                    "--batch-sizes", "1,2", "--repeats", "1", "--warmup", "0", "--gen-tokens", "1,2",
+                    "--text-tokens", str(TEXT), "--out", str(out)])
+    assert (out / "efficiency.json").is_file() and (out / "efficiency.md").is_file()
+    return json.loads((out / "efficiency.json").read_text()), (out / "efficiency.md").read_text()
+
+
+def test_next_report_uses_the_next_reference(next_outputs):
+    record, md = next_outputs
+    cells = _results(record)
+    assert record["reference"] == "none/llava_next" and record["settings"]["merge_type"] == "flat"
+    assert set(cells) == {(c, b) for c in NEXT_COUNTS for b in ("1", "2")}
+    assert all(r["status"] == "ok" and r["ratio_to_unpruned"]["flops"] > 0 for r in cells.values())
+    assert cells[("none/llava_next", "2")]["ratio_to_unpruned"]["flops"] == 1.0
+    for label in ("| none | 2880.0 |", "| visiondrop 320 | 320.0 |", "5 sub-images", "## Batch 2"):
+        assert label in md
+
+
+@pytest.mark.parametrize("config", list(NEXT_COUNTS))
+def test_next_kv_and_flops_follow_the_measured_counts(next_outputs, config):
+    record, _ = next_outputs
+    for batch in (1, 2):
+        r = _results(record)[(config, str(batch))]
+        assert r["visual_per_layer"] == NEXT_COUNTS[config] and r["uniform_across_batch"]
+        assert r["n_crops"] == 5 and r["projected_tokens"] == NEXT_PROJECTED[config]
+        analytic = kv_cache_bytes(TINY_LLM, [TEXT + n for n in r["visual_per_layer"]], batch, bytes_per_elem=4)
+        assert r["kv_allocated_bytes"] == analytic == r["kv_analytic_bytes"]
+        flops = r["flops_per_sample"]
+        assert flops["vision"] == pytest.approx(5 * flops_report(TINY_LLM, TINY_VIT, TINY_PROJ, TEXT, [576] * 32)[
+            "vision"], rel=1e-12)
+        assert flops["projector"] == 2.0 * NEXT_PROJECTED[config] * TINY_PROJ.macs_per_token
+
+
+def test_next_spatial_unpad_counts_2928_and_configs_must_match_the_model():
+    from llava.bench.runner import make_inputs as inputs_for
+
+    model = random_llava("tiny-next", torch.float32, "cpu", merge_type="spatial_unpad")
+    model.set_pruning(load_config(None))
+    inputs = inputs_for(model, 1, TEXT)
+    assert inputs.n_crops == 5 and inputs.image_sizes == [(672, 672)]
+    with torch.no_grad():
+        batch = model.prepare_multimodal_batch(inputs.input_ids, None, inputs.images, inputs.image_sizes)
+    assert batch.visual_len.tolist() == [2928] and hasattr(model.model, "image_newline")
+    with pytest.raises(ValueError, match="targets llava-v1.5-7b"):
+        _script().load_configs([str(VD64)], "llava-next-7b")

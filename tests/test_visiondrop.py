@@ -83,8 +83,8 @@ def test_visual_scores_by_hand():
             for c, j in enumerate(range(2, 5)):
                 if j <= pos:
                     expected[c] += math.exp(logits[j]) / z / 2 / 3
-    for chunk in (1, 2, 64):
-        torch.testing.assert_close(attention_to_columns(q, k, query_pos, slice(2, 5), chunk), expected)
+    for memory_mib in (1e-4, 2.5e-4, 64):  # one query row per chunk, four rows, everything at once
+        torch.testing.assert_close(attention_to_columns(q, k, query_pos, slice(2, 5), memory_mib), expected)
     assert top_indices_ascending(torch.tensor([0.1, 0.9, 0.3, 0.8]), 2).tolist() == [1, 3]
 
 

@@ -19,54 +19,66 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos[..., None, :] + rotate_half(x) * sin[..., None, :]
 
 
-def take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """x[..., rows, ...] along the token dim: x is [*B, T, *F] and rows [*B, Q] (same leading batch dims)."""
-    dim = rows.dim() - 1
-    index = rows.reshape(*rows.shape, *([1] * (x.dim() - rows.dim())))
-    return torch.take_along_dim(x, index, dim=dim)
+def take_rows(x: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
+    """x[rows] for rows [Q] or a slice (a view), or x[b, rows[b]] for a batch x [B, T, ...] and rows [B, Q]."""
+    if isinstance(rows, slice) or rows.dim() == 1:
+        return x[rows]
+    return x[torch.arange(rows.shape[0], device=rows.device)[:, None], rows]
 
 
 def llm_query_key(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,
-                  query_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  query_rows: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
     """Post-RoPE queries [..., Q, H, d] (for `query_rows`) and keys [..., T, H, d] (all rows, GQA-expanded)
-    from `layer`'s input norm and q/k projections; `hidden` is [T, D] or a batch [B, T, D]."""
+    from `layer`'s input norm and q/k projections; `hidden` is [T, D] or a batch [B, T, D] (then rows are
+    [B, Q] indices, or a slice shared by every row)."""
     attn = layer.self_attn
     z = layer.input_layernorm(hidden)
     head_dim = attn.head_dim
-    zq = take_rows(z, query_rows)
-    q = _rope(attn.q_proj(zq).unflatten(-1, (-1, head_dim)), take_rows(cos, query_rows), take_rows(sin, query_rows))
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        return x[..., query_rows, :] if isinstance(query_rows, slice) else take_rows(x, query_rows)
+
+    q = _rope(attn.q_proj(rows(z)).unflatten(-1, (-1, head_dim)), rows(cos), rows(sin))
     k = _rope(attn.k_proj(z).unflatten(-1, (-1, head_dim)), cos, sin)
     groups = q.shape[-2] // k.shape[-2]
     return q, k.repeat_interleave(groups, dim=-2) if groups > 1 else k
 
 
 def attention_to_columns(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tensor, columns: slice | torch.Tensor,
-                         chunk: int = 256, fp32_softmax: bool = True) -> torch.Tensor:
+                         memory_mib: float = 128, fp32_softmax: bool = True) -> torch.Tensor:
     """Mean over queries of the head-mean causal attention they pay to `columns` of the keys.
 
     q [..., Q, H, d] sits at sequence indices `query_pos` [..., Q]; k [..., T, H, d] covers indices 0..T-1
     (right padding lies beyond every real query, so the causal mask also hides it). `columns` is a slice or
     per-sample indices [..., N]. Faithful numerics: logits q.k / sqrt(d) in the model dtype, causal mask over
     the whole prefix, softmax in fp32 cast back, mean over heads; the query mean is accumulated in fp32.
-    `fp32_softmax=False` takes the softmax in the model dtype (SparseVLM). At most `chunk` query rows (over
-    the whole batch) are materialised at a time, which bounds the extra memory.
+    `fp32_softmax=False` takes the softmax in the model dtype (SparseVLM). Queries are processed in chunks
+    whose attention maps (about 6 bytes per entry at the peak) fit in `memory_mib`.
     """
     dtype = k.dtype
-    rows_per_step = max(1, chunk // max(1, q[..., 0, 0, 0].numel()))
-    key_pos = torch.arange(k.shape[-3], device=k.device)
+    batch, heads, n_keys = q[..., 0, 0, 0].numel(), q.shape[-2], k.shape[-3]
+    rows_per_step = max(1, int(memory_mib * 2**20) // (6 * batch * heads * n_keys))
+    key_pos = torch.arange(n_keys, device=k.device)
+    keys = k.movedim(-3, -1)  # [..., H, d, T], laid out once for every chunk
     total = None
     for i in range(0, q.shape[-3], rows_per_step):
-        logits = torch.einsum("...qhd,...khd->...hqk", q[..., i:i + rows_per_step, :, :], k)
+        logits = torch.matmul(q[..., i:i + rows_per_step, :, :].transpose(-2, -3), keys)  # [..., H, c, T]
         logits.div_(math.sqrt(q.shape[-1]))
         future = key_pos > query_pos[..., i:i + rows_per_step, None]
         logits.masked_fill_(future[..., None, :, :], float("-inf"))
-        probs = logits.softmax(dim=-1, dtype=torch.float32).to(dtype) if fp32_softmax else logits.softmax(dim=-1)
-        del logits
+        if fp32_softmax:
+            probs32 = logits.softmax(dim=-1, dtype=torch.float32)
+            del logits
+            probs = probs32.to(dtype)
+            del probs32
+        else:
+            probs = logits.softmax(dim=-1)
+            del logits
         probs = probs.mean(dim=-3)
         if isinstance(columns, slice):
             probs = probs[..., columns]
         else:
-            probs = torch.take_along_dim(probs, columns[..., None, :], dim=-1)
+            probs = take_rows(probs.transpose(-1, -2), columns).transpose(-1, -2)
         part = probs.float().sum(dim=-2)
         total = part if total is None else total + part
     return (total / q.shape[-3]).to(dtype)

@@ -25,14 +25,18 @@ def selection_queries(config: PruningConfig) -> int | str | None:
 
 
 def analytic(shapes: Shapes, config: PruningConfig, text_tokens: int, counts: list[int], batch: int,
-             bytes_per_elem: int) -> dict:
+             bytes_per_elem: int, n_crops: int = 1, projected_tokens: int | None = None) -> dict:
     """FLOPs per sample (lm_head over all prompt positions, the paper's convention; and over the last position,
-    as this implementation runs it), decode FLOPs per token and the analytic KV bytes of the whole batch."""
+    as this implementation runs it), decode FLOPs per token and the analytic KV bytes of the whole batch.
+
+    The ViT is counted `n_crops` times (NeXT: base + grid crops), the projector over `projected_tokens` per
+    sample (None: the calculator's default, min(counts[0], n_crops x patches))."""
     llm, vision, projector = shapes
     queries = selection_queries(config)
     selection = boundary_selection(text_tokens, counts, queries) if queries is not None else []
-    flops = flops_report(llm, vision, projector, text_tokens, counts, selection=selection)
-    last = flops_report(llm, vision, projector, text_tokens, counts, lm_head_positions=1, selection=selection)
+    common = dict(n_crops=n_crops, projected_tokens=projected_tokens, selection=selection)
+    flops = flops_report(llm, vision, projector, text_tokens, counts, **common)
+    last = flops_report(llm, vision, projector, text_tokens, counts, lm_head_positions=1, **common)
     context = [text_tokens + n for n in counts]
     return {
         "flops_per_sample": flops,

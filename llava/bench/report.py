@@ -78,6 +78,11 @@ def environment_line(env: dict) -> str:
     return " · ".join(f"{prefix}{env[k]}" for k, prefix in keys if env.get(k))
 
 
+def _flops_split(result: Result) -> str:
+    f = result["flops_per_sample"]
+    return " / ".join(f"{f[k] / 1e12:.3g}" for k in ("vision", "projector", "llm", "selection", "lm_head", "total"))
+
+
 def _counts_text(counts: list[int]) -> str:
     runs: list[list[int]] = []
     for n in counts:
@@ -141,22 +146,27 @@ def markdown(record: dict) -> str:
     points = [str(g) for g in s["e2e_points"]]
     g_short, g_long = str(min(s["gen_tokens"])), str(max(s["gen_tokens"]))
     out = [f"# Efficiency: {s['model']}", "", environment_line(record["environment"]), "",
-           f"Eager mode, {s['text_tokens']} text tokens + one image per sample, identical rows (no padding). "
+           f"Eager mode, {s['text_tokens']} text tokens + {s.get('image') or 'one image'} per sample, identical "
+           "rows (no padding). "
            f"Times: CUDA-event device time (perf_counter on CPU), median over {s['repeats']} timed runs after "
            f"{s['warmup']} warm-up runs, [p10–p90]; decode per token and G={points[-1]} from "
            f"{s['decode_repeats']} of them. TTFT = ViT + select + prefill (prefill includes splicing and the "
-           "first token's lm_head). FLOPs: spec §2 with the measured per-layer counts, lm_head over all prompt "
-           "positions (paper convention). Speed-up = unpruned time / time at the same batch.", ""]
+           "first token's lm_head). FLOPs: spec §2 with the measured per-layer counts, the ViT per sub-image, the "
+           "projector over the tokens projected, lm_head over all prompt positions (paper convention). Speed-up = "
+           "unpruned time / time at the same batch.", ""]
     for b in labels:
         rows = [r for r in results if r["batch_label"] == b]
         if rows:
             out += [f"## Batch {b}", "", *batch_table(rows, g_short, g_long), ""]
-    out += ["## Visual tokens per decoder layer (measured)", "", "| method | per-layer counts | B |", "|---|---|---|"]
+    out += ["## Visual tokens per decoder layer (measured) and FLOPs per sample", "",
+            "| method | per-layer counts | B | sub-images | projected | ViT / proj / LLM / select / lm_head / total "
+            "(T) |", "|---|---|---|---|---|---|"]
     seen = set()
     for r in results:
         if r["status"] == "ok" and r["label"] not in seen:
             seen.add(r["label"])
-            out.append(f"| {r['label']} | {_counts_text(r['visual_per_layer'])} | {r['average_visual_tokens']:.1f} |")
+            out.append(f"| {r['label']} | {_counts_text(r['visual_per_layer'])} | {r['average_visual_tokens']:.1f} | "
+                       f"{r.get('n_crops', 1)} | {_f(r.get('projected_tokens'), 'd')} | {_flops_split(r)} |")
     out += ["", "## Throughput (samples/s, ratio to unpruned; at max each config at its own largest batch)", ""]
     for key, title in [("prefill", "prefill only: batch / TTFT"),
                        *[(f"G{g}", f"end to end, G={g}") for g in points if g != "1"]]:

@@ -4,7 +4,8 @@ end-to-end time for a fixed number of generated tokens, KV bytes allocated, peak
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,32 +13,53 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.mm_utils import get_anyres_image_grid_shape
 from visiondrop.timing import SectionTimer
+
+NEXT_IMAGE_SIZE = (672, 672)  # efficiency spec §6.9: a 2x2 grid, 5 sub-images (2928 tokens unpadded, 2880 flat)
 
 
 @dataclass
 class BenchInputs:
-    """A fixed batch: `text_tokens` random ids per row around one image placeholder, and random pixels."""
+    """A fixed batch: `text_tokens` random ids per row around one image placeholder, and random pixels
+    ([B, 3, S, S]; for anyres one [1 + g, 3, S, S] crop stack per row, with the original `image_sizes`)."""
 
     input_ids: torch.Tensor
-    images: torch.Tensor
+    images: torch.Tensor | list[torch.Tensor]
+    image_sizes: list[tuple[int, int]] | None = None
 
     @property
     def batch(self) -> int:
         return self.input_ids.shape[0]
 
+    @property
+    def n_crops(self) -> int:
+        """Sub-images per sample that go through the vision tower."""
+        return 1 if isinstance(self.images, torch.Tensor) else self.images[0].shape[0]
+
+
+def anyres_crops(config, image_size: tuple[int, int], side: int) -> int:
+    """Sub-images (base + grid crops) of an image of original size (w, h) under the config's pinpoints."""
+    g_w, g_h = get_anyres_image_grid_shape(image_size, config.image_grid_pinpoints, side)
+    return 1 + g_w * g_h
+
 
 def make_inputs(model, batch: int, text_tokens: int, image_position: int = 35, seed: int = 0) -> BenchInputs:
-    """Identical rows (no padding): `image_position` text ids, the placeholder, the remaining text ids."""
+    """Identical rows (no padding): `image_position` text ids, the placeholder, the remaining text ids.
+    An anyres (NeXT) model gets one 672x672 image per row: its 5 sub-images as random pixels."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, model.config.vocab_size, (text_tokens,), generator=g)
     cut = min(image_position, text_tokens)
     row = torch.cat([ids[:cut], torch.tensor([IMAGE_TOKEN_INDEX]), ids[cut:]])
+    input_ids = row.expand(batch, -1).to(model.device).contiguous()
     tower = model.get_vision_tower()
     size = tower.config.image_size
+    if getattr(model.config, "image_aspect_ratio", None) == "anyres":
+        n_sub = anyres_crops(model.config, NEXT_IMAGE_SIZE, size)
+        crops = torch.randn(n_sub, 3, size, size, generator=g).to(model.device, tower.dtype)
+        return BenchInputs(input_ids, [crops] * batch, [NEXT_IMAGE_SIZE] * batch)
     pixels = torch.randn(1, 3, size, size, generator=g)
-    return BenchInputs(row.expand(batch, -1).to(model.device).contiguous(),
-                       pixels.expand(batch, -1, -1, -1).to(model.device, tower.dtype).contiguous())
+    return BenchInputs(input_ids, pixels.expand(batch, -1, -1, -1).to(model.device, tower.dtype).contiguous())
 
 
 def cache_bytes(cache: DynamicCache) -> int:
@@ -53,7 +75,7 @@ def generate_timed(model, inputs: BenchInputs, n_tokens: int, timer: SectionTime
     timer mark at the start and after every generated token. Returns the tokens [B, n_tokens]."""
     eos = model.config.eos_token_id
     timer.mark()
-    batch = model.prepare_multimodal_batch(inputs.input_ids, None, inputs.images)
+    batch = model.prepare_multimodal_batch(inputs.input_ids, None, inputs.images, inputs.image_sizes)
     cache = DynamicCache()
     final, last_index, segments, model.last_stats = model.model.prefill(batch, cache)
     if on_prefill is not None:
@@ -146,24 +168,45 @@ def split_trials(trials: list[Trial], plan: Plan) -> dict:
     return out
 
 
+@contextmanager
+def counting_projected(model, seen: dict) -> Iterator[None]:
+    """Add the number of tokens going through the projector to `seen["projected_rows"]` while open."""
+    def hook(module, args, output) -> None:
+        seen["projected_rows"] = seen.get("projected_rows", 0) + output.shape[:-1].numel()
+
+    handle = model.model.mm_projector.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def measure(model, inputs: BenchInputs, plan: Plan, timer: SectionTimer) -> dict:
-    """Warm up, then time `plan.repeats` runs; the first run also reads the KV cache and the token counts."""
+    """Warm up, then time `plan.repeats` runs; the first run also reads the KV cache, the projected tokens and
+    (the last run) the token counts."""
     seen: dict = {}
 
     def inspect(cache: DynamicCache) -> None:
         seen["kv_allocated_bytes"] = cache_bytes(cache)
 
+    def trial(n_tokens: int) -> Trial:
+        if "kv_allocated_bytes" in seen:
+            return run_trial(model, inputs, n_tokens, timer)
+        with counting_projected(model, seen):
+            return run_trial(model, inputs, n_tokens, timer, inspect)
+
     cuda = inputs.input_ids.device.type == "cuda"
-    for i in range(plan.warmup):
-        run_trial(model, inputs, plan.short, timer, inspect if i == 0 else None)
+    for _ in range(plan.warmup):
+        trial(plan.short)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    trials = [run_trial(model, inputs, plan.tokens(i), timer, inspect if not seen else None)
-              for i in range(plan.repeats)]
+    trials = [trial(plan.tokens(i)) for i in range(plan.repeats)]
     per_layer = model.last_stats.visual_per_layer
     return {
         "batch": inputs.batch,
+        "n_crops": inputs.n_crops,
+        "projected_tokens": seen["projected_rows"] // inputs.batch,
         "visual_per_layer": per_layer[:, 0].tolist(),
         "uniform_across_batch": bool((per_layer == per_layer[:, :1]).all()),
         "kv_allocated_bytes": seen["kv_allocated_bytes"],

@@ -20,6 +20,7 @@ class FastVOptions:
 
     K: int = 2
     keep: int | None = None  # None: derived from the config's budget, k = round((L*B - K*N) / (L - K))
+    prune_ratio: float | None = None  # R: each sample keeps round(N_img * (1 - R)) of its own N_img (NeXT, 2.4)
     window_offset: int = 0  # 1: the released scripts' window [start+1, start+1+N) (FV-1)
     decode: str = "static"  # static prefill pruning with the KV cache (FV-3); dynamic is not implemented
 
@@ -28,6 +29,10 @@ class FastVOptions:
             raise ValueError(f"K={self.K}: FastV prunes the input of a layer K >= 1 (scored with layer K-1)")
         if self.keep is not None and self.keep < 1:
             raise ValueError(f"keep={self.keep}: keep at least one visual token")
+        if self.prune_ratio is not None and self.keep is not None:
+            raise ValueError("give keep (a fixed count) or prune_ratio (a per-sample fraction), not both")
+        if self.prune_ratio is not None and not 0 <= self.prune_ratio < 1:
+            raise ValueError(f"prune_ratio={self.prune_ratio}: the pruned fraction R must be in [0, 1)")
         if self.window_offset not in (0, 1):
             raise ValueError(f"window_offset={self.window_offset}: expected 0 (correct) or 1 (released scripts)")
         if self.decode != "static":
@@ -54,18 +59,21 @@ class FastV(Method):
         self.boundaries = (options.K,)
 
     def options_for_budget(self, budget: float, n_visual: int, n_layers: int) -> FastVOptions:
-        if self.options.keep is not None:
+        if self.options.keep is not None or self.options.prune_ratio is not None:
             return self.options
         return replace(self.options, keep=fastv_keep(budget, n_visual, n_layers, self.options.K))
 
-    def _keep(self) -> int:
+    def _keep(self, n_visual: int) -> int:
+        """Visual tokens kept by a sample with `n_visual`: the fixed count, or round(n_visual * (1 - R))."""
+        if self.options.prune_ratio is not None:
+            return max(1, round(n_visual * (1 - self.options.prune_ratio)))
         if self.options.keep is None:
-            raise ValueError("keep is not set: give fastv a keep count or a config budget to derive it from")
+            raise ValueError("keep is not set: give fastv a keep count, a prune_ratio or a config budget")
         return self.options.keep
 
     def stage_counts(self, n_in: int) -> list[int]:
         # window_offset 1 keeps visual token 0 besides the top-k, one fewer when the text token wins a slot
-        return [min(n_in, self._keep() + self.options.window_offset)]
+        return [min(n_in, self._keep(n_in) + self.options.window_offset)]
 
     def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> list[Reduction | None]:
         if batch.layer_input is None:
@@ -73,7 +81,7 @@ class FastV(Method):
         return per_sample(batch, rope, lambda s: self._reduce_sample(s, layer))
 
     def _reduce_sample(self, s: SampleView, layer: nn.Module) -> Reduction:
-        keep, off = self._keep(), self.options.window_offset
+        keep, off = self._keep(s.n_visual), self.options.window_offset
         end = min(s.start + off + s.n_visual, s.hidden.shape[0])
         scores = last_token_attention(s.layer_input, layer, s.cos, s.sin, slice(s.start + off, end))
         chosen = top_indices_ascending(scores, min(keep, scores.numel())) + off

@@ -34,7 +34,7 @@ class LLMOptions:
     tokens: list[list[int]] = field(default_factory=lambda: [[30, 5], [22, 4], [16, 3]])
     per_sub_image: bool = False  # true: `tokens` pairs are per sub-image, a sample keeps n_sub x each (NeXT)
     scoring: str = "visual"  # visual: all visual queries (VisionDrop); text: last instruction token (PDrop-style)
-    chunk_size: int = 256  # visual queries per scoring chunk (bounds the extra memory)
+    score_memory_mib: float = 128  # attention maps of the scoring are built in chunks that fit in this
 
     def __post_init__(self):
         if self.scoring not in ("visual", "text"):
@@ -46,8 +46,8 @@ class LLMOptions:
             raise ValueError(f"llm.tokens: every entry must be [dominant, contextual] >= 0, got {self.tokens}")
         if sorted(set(self.layers)) != list(self.layers) or (self.layers and self.layers[0] < 1):
             raise ValueError(f"llm.layers must be strictly increasing layer numbers >= 1, got {self.layers}")
-        if self.chunk_size < 1:
-            raise ValueError("llm.chunk_size must be >= 1")
+        if self.score_memory_mib <= 0:
+            raise ValueError("llm.score_memory_mib must be > 0")
 
 
 @dataclass
@@ -149,12 +149,23 @@ class VisionDrop(Method):
     def _reduce_rows(self, hidden, cos, sin, starts, lasts, n_vis, layer, d, c) -> Reduction:
         """Score, select and merge the visual segments [start, start + n_vis) of every row of `hidden`."""
         opts = self.options.llm
-        visual = starts[:, None] + torch.arange(n_vis, device=hidden.device)
-        rows = visual if opts.scoring == "visual" else lasts[:, None]
+        visual_index = starts[:, None] + torch.arange(n_vis, device=hidden.device)
+        first = int(starts[0])  # one shared span (the usual case) is handled with slices: views, no gathers
+        visual = slice(first, first + n_vis) if bool((starts == first).all()) else visual_index
+        if opts.scoring == "visual":
+            rows, query_pos = visual, visual_index
+        else:
+            rows = query_pos = lasts[:, None]
         q, k = llm_query_key(hidden, layer, cos, sin, rows)
-        scores = attention_to_columns(q, k, rows, visual, opts.chunk_size)
+        scores = attention_to_columns(q, k, query_pos, visual, opts.score_memory_mib)
         dom = top_indices_ascending(scores, d)
         rest = complement(n_vis, dom)
-        metric = take_rows(take_rows(k, visual).mean(dim=-2), rest)  # post-RoPE keys, head mean
-        merged, targets = contextual_merge(take_rows(take_rows(hidden, visual), rest), metric, c, self.options.fusion)
+        metric = take_rows(self._segment(k, visual).mean(dim=-2), rest)  # post-RoPE keys, head mean
+        segment = self._segment(hidden, visual)
+        merged, targets = contextual_merge(take_rows(segment, rest), metric, c, self.options.fusion)
         return Reduction(keep=dom, merged=merged, merged_index=rest[:, targets])
+
+    @staticmethod
+    def _segment(x: torch.Tensor, visual: slice | torch.Tensor) -> torch.Tensor:
+        """The visual rows of a batch x [B, T, ...]."""
+        return x[:, visual] if isinstance(visual, slice) else take_rows(x, visual)

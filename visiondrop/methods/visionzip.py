@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from visiondrop.encoder_stage import dominant_contextual
+from visiondrop.encoder_stage import dominant_contextual, nominal_sub_images
 from visiondrop.methods.base import Method
 
 
@@ -33,10 +33,13 @@ class VisionZip(Method):
     has_encoder_stage = True
 
     def tower_tokens(self, n_visual: int) -> int:
-        total = self.options.dominant + self.options.contextual
-        if total > n_visual + 1:
-            raise ValueError(f"dominant + contextual = {total} exceeds the {n_visual + 1} tower tokens (CLS + patches)")
-        return total
+        """(dominant + contextual) per sub-image: NeXT's nominal 2880 = 5 sub-images keeps 5x (spec 4.2/4.3)."""
+        units = nominal_sub_images(n_visual)
+        total, limit = self.options.dominant + self.options.contextual, n_visual // units + 1
+        if total > limit:
+            raise ValueError(f"dominant + contextual = {total} exceeds the {limit} tower tokens per sub-image "
+                             "(CLS + patches)")
+        return units * total
 
     def reduce_encoder(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module,
                        select_feature: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,9 +7,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from visiondrop.merging import diverse_subset
+from visiondrop.encoder_stage import nominal_sub_images
 from visiondrop.methods.base import Method
 from visiondrop.scoring import clip_cls_attention
 
@@ -28,15 +29,40 @@ class VisPrunerOptions:
             raise ValueError(f"important_ratio={self.important_ratio}: expected a value in [0, 1]")
 
 
+def diverse_subset_batched(tokens: torch.Tensor, residual: torch.Tensor, n_keep: int, step: int = 8) -> torch.Tensor:
+    """`merging.diverse_subset` for every image at once: tokens [n, T, C], residual [n, R] -> [n, n_keep].
+
+    All images have the same counts, so every round has the same shapes: the even/odd split, the max cosine
+    similarity and the drop of the r most similar a-tokens run with a leading image dim. Shapes are known on
+    the host, so the rounds never wait for the device.
+    """
+    if n_keep <= 0:
+        return residual[:, :0]
+    rest = residual
+    units = torch.take_along_dim(F.normalize(tokens.float(), dim=-1), rest[..., None], dim=1)
+    while rest.shape[1] > n_keep:
+        r = min(step, rest.shape[1] - n_keep)
+        a, b = rest[:, 0::2], rest[:, 1::2]
+        unit_a, unit_b = units[:, 0::2], units[:, 1::2]
+        similarity = (unit_a @ unit_b.transpose(1, 2)).amax(dim=-1)
+        order = torch.sort(similarity, dim=-1, descending=True, stable=True).indices[:, r:]
+        rest = torch.cat([torch.take_along_dim(a, order, dim=1), b], dim=1)
+        units = torch.cat([torch.take_along_dim(unit_a, order[..., None], dim=1), unit_b], dim=1)
+    return rest
+
+
 class VisPruner(Method):
     name = "vispruner"
     Options = VisPrunerOptions
     has_encoder_stage = True
 
     def tower_tokens(self, n_visual: int) -> int:
-        if self.options.tokens > n_visual:
-            raise ValueError(f"tokens={self.options.tokens} exceeds the {n_visual} patch tokens")
-        return self.options.tokens
+        """T per sub-image: NeXT's nominal 2880 = 5 sub-images keeps 5 T (public repo's per-sub-image path)."""
+        units = nominal_sub_images(n_visual)
+        if self.options.tokens > n_visual // units:
+            raise ValueError(f"tokens={self.options.tokens} exceeds the {n_visual // units} patch tokens per "
+                             "sub-image")
+        return units * self.options.tokens
 
     def reduce_encoder(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module,
                        select_feature: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,10 +71,7 @@ class VisPruner(Method):
         probs, _ = clip_cls_attention(layer_input, layer)
         scores = probs.mean(dim=1)[:, 1:]  # head mean, patch columns (CLS dropped)
         patches = features[:, 1:]
-        kept = []
-        for i in range(patches.shape[0]):
-            order = torch.sort(scores[i], descending=True, stable=True).indices
-            diverse = diverse_subset(patches[i], order[n_important:], total - n_important)
-            kept.append(torch.cat([order[:n_important], diverse]).sort().values)
-        origin = torch.stack(kept)
-        return torch.stack([patches[i, k] for i, k in enumerate(kept)]), origin
+        order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+        diverse = diverse_subset_batched(patches, order[:, n_important:], total - n_important)
+        origin = torch.cat([order[:, :n_important], diverse], dim=1).sort(dim=-1).values
+        return torch.take_along_dim(patches, origin[..., None], dim=1), origin
