@@ -76,6 +76,7 @@ def build_llm(dtype: torch.dtype, attn: str) -> LlavaLlamaModel:
     return model
 
 
+@torch.inference_mode()
 def measure(model, n_visual: int, n_text: int, repeats: int, memory_mib: float) -> dict:
     pairs = schedule_for(n_visual)
     cfg = load_config(raw={"method": "visiondrop", "encoder": {"enabled": False},

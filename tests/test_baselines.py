@@ -22,11 +22,17 @@ from visiondrop.methods.pdrop import PDrop, PDropOptions
 from visiondrop.methods.replay import Replay
 from visiondrop.methods.sparsevlm import SparseVLM, SparseVLMOptions, text_raters
 from visiondrop.methods.visionzip import VisionZip, VisionZipOptions
-from visiondrop.methods.vispruner import VisPruner, VisPrunerOptions
+from visiondrop.methods.vispruner import VisPruner, VisPrunerOptions, diverse_subset_batched
+from visiondrop.reduction import Reduction
 from visiondrop.scoring import last_token_attention
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 N = 576
+
+
+def per_row(reductions):
+    """A method's reductions as one per row (methods return one batched Reduction for uniform batches)."""
+    return reductions.split() if isinstance(reductions, Reduction) else reductions
 
 
 def per_layer(*groups: tuple[int, int]) -> list[int]:
@@ -153,10 +159,10 @@ def test_fastv_keeps_the_top_tokens_of_the_last_token_attention():
     cos, sin = rope[0][0], rope[1][0]
     torch.testing.assert_close(last_token_attention(inputs, layer, cos, sin, slice(2, 8)), torch.tensor(probs),
                                atol=1e-5, rtol=0)
-    (red,) = FastV(FastVOptions(keep=3)).reduce(1, 2, batch, layer, rope)
+    (red,) = per_row(FastV(FastVOptions(keep=3)).reduce(1, 2, batch, layer, rope))
     assert red.keep.tolist() == top3 and red.merged is None
     # released window [start+1, start+1+N): visual 0 always kept, the first text token (angle 0.05) wins a slot
-    (red,) = FastV(FastVOptions(keep=3, window_offset=1)).reduce(1, 2, batch, layer, rope)
+    (red,) = per_row(FastV(FastVOptions(keep=3, window_offset=1)).reduce(1, 2, batch, layer, rope))
     assert red.keep.tolist() == [0, 1, 3]
 
 
@@ -166,7 +172,7 @@ def test_pdrop_keeps_spatial_order_and_floor_counts():
     batch, rope = one_sample_batch(hidden, 2, 6)
     method = PDrop(PDropOptions(layers=[2, 4], ratio=0.5))
     method.begin_prefill(batch)
-    (red,) = method.reduce(1, 2, batch, identity_decoder_layer(), rope)
+    (red,) = per_row(method.reduce(1, 2, batch, identity_decoder_layer(), rope))
     assert red.keep.tolist() == [0, 2, 4]  # floor(6 * 0.5) = 3, ascending (not score order 4, 0, 2)
     assert method.stage_counts(6) == [3, 1] and method.stage_counts(N) == [288, 144]
 
@@ -238,6 +244,30 @@ def test_diverse_subset_matches_the_plain_rounds():
     for n_keep in (20, 11, 3):  # one round, two rounds with r < 8, many rounds
         expected = reference_diverse(tokens.tolist(), residual.tolist(), n_keep)
         assert diverse_subset(tokens, residual, n_keep).tolist() == expected
+
+
+def test_batched_diverse_subset_equals_the_per_image_rounds():
+    g = torch.Generator().manual_seed(1)
+    # no round, one round, rounds with r < 8, many rounds (VisPruner 64 on 576 patches), nothing kept
+    for n_tokens, n_residual, n_keep in ((60, 17, 17), (40, 29, 20), (40, 29, 11), (40, 29, 3), (576, 544, 32),
+                                         (40, 29, 0)):
+        tokens = torch.randn(4, n_tokens, 6, generator=g)
+        residual = torch.stack([torch.randperm(n_tokens, generator=g)[:n_residual] for _ in range(4)])
+        expected = torch.stack([diverse_subset(t, r, n_keep) for t, r in zip(tokens, residual)])
+        assert torch.equal(diverse_subset_batched(tokens, residual, n_keep), expected)
+
+
+def test_vispruner_batch_equals_one_image_at_a_time():
+    g = torch.Generator().manual_seed(2)
+    angles = torch.rand(3, 40, generator=g) * 6.2 - 3.1
+    layer_input = torch.cat([tower_input(a.tolist()) for a in angles])
+    features = torch.randn(3, 41, 6, generator=g)
+    method, layer = VisPruner(VisPrunerOptions(tokens=12, important_ratio=0.5)), clip_layer_with_known_attention()
+    out, origin = method.reduce_encoder(layer_input, features, layer, "patch")
+    for i in range(3):
+        one, one_origin = method.reduce_encoder(layer_input[i:i + 1], features[i:i + 1], layer, "patch")
+        assert torch.equal(origin[i], one_origin[0]) and torch.equal(out[i], one[0])
+        torch.testing.assert_close(out[i], features[i, 1:][origin[i]], atol=0, rtol=0)
 
 
 def test_dpc_knn_merge_finds_separated_clusters():

@@ -243,3 +243,74 @@ def test_batch_of_two_grids_equals_one_at_a_time(next_model):
         assert torch.equal(tokens[i, :n], t1[0])
         torch.testing.assert_close(logits[i, :n], l1[0], atol=1e-4, rtol=0)
         assert all(torch.equal(a, b[i]) for a, b in zip(origins, model.last_stats.stage_origins))
+
+
+# ---- baselines on NeXT: VisionZip per sub-image, FastV per-sample ratio, PDrop on the measured N0 -----------
+
+def groups(*pairs: tuple[int, int]) -> list[int]:
+    """[(count, n_layers), ...] -> per-layer visual counts."""
+    return [count for count, n in pairs for _ in range(n)]
+
+
+# Nominal geometry (N = 2880 = 5 x 576), methods spec 2.4, 3 and 4.2.
+NEXT_BASELINES = {
+    ("fastv", 640): groups((2880, 2), (491, 30)), ("fastv", 320): groups((2880, 2), (149, 30)),
+    ("pdrop", 640): groups((2880, 2), (1209, 6), (508, 8), (213, 16)),
+    ("pdrop", 320): groups((2880, 2), (552, 6), (106, 8), (20, 16)),
+    **{("visionzip", b): groups((b, 32)) for b in (640, 320, 160)},
+}
+# At 320, by hand, for the stock segments of a 640x480 image (2x2 grid: 2340 tokens) and a 336x336 image (1x2
+# grid: 1176): FastV keeps round(N * (1 - 0.9483)); PDrop floor(N * 0.192^k); VisionZip's multi-crop segment
+# is n_sub x (54 + 10) in every layer (5 and 3 sub-images).
+MEASURED_320 = {
+    "fastv": (groups((2340, 2), (121, 30)), groups((1176, 2), (61, 30))),
+    "pdrop": (groups((2340, 2), (449, 6), (86, 8), (16, 16)), groups((1176, 2), (225, 6), (43, 8), (8, 16))),
+    "visionzip": (groups((320, 32)), groups((192, 32))),
+}
+
+
+def test_next_baseline_configs_meet_the_budget_and_160_is_infeasible():
+    from visiondrop.config import ConfigError
+    from visiondrop.methods.visionzip import VisionZip, VisionZipOptions
+
+    for (method, budget), expected in NEXT_BASELINES.items():
+        cfg = load_config(CONFIGS / method / f"llava_next_{budget}.yaml")
+        assert cfg.model == "llava-next-7b" and cfg.derived
+        assert validate_budget(cfg) == expected
+        assert abs(sum(expected) / 32 - budget) <= max(1.0, 0.01 * budget)
+    for method in ("fastv", "pdrop"):
+        assert not (CONFIGS / method / "llava_next_160.yaml").exists()
+        with pytest.raises(ConfigError, match=f"160 is infeasible for {method} on llava-next-7b.* "
+                                              "at least 2\\*2880/32 = 180.0"):
+            load_config(CONFIGS / method / "llava_next_320.yaml", ["budget=160"])
+    with pytest.raises(ConfigError, match="at least 2\\*2880/32 = 180.0"):  # keep derived from the budget
+        load_config(raw={"method": "fastv", "model": "llava-next-7b", "budget": 160})
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(raw={"method": "fastv", "model": "llava-next-7b", "keep": 149, "prune_ratio": 0.9483})
+    vz = VisionZip(VisionZipOptions(dominant=54, contextual=10))  # per sub-image: 1 (576), 3 (1728), 5 (2880)
+    assert [vz.tower_tokens(n) for n in (576, 1728, 2880)] == [64, 192, 320]
+    with pytest.raises(ValueError, match="exceeds the 577 tower tokens per sub-image"):
+        VisionZip(VisionZipOptions(dominant=500, contextual=100)).tower_tokens(2880)
+
+
+@pytest.mark.parametrize("method", ["visionzip", "fastv", "pdrop"])
+def test_next_baselines_counts_and_cached_generation(next_model, method):
+    from visiondrop.methods.replay import Replay
+
+    tok, model = next_model
+    install(model, f"{method}/llava_next_320.yaml")
+    sizes = [(640, 480), (336, 336)]  # 2x2 grid (n_sub 5) and 1x2 grid (n_sub 3)
+    prompts = [encode_prompt(tok, "<image>\nWhat is on the table?"), encode_prompt(tok, "<image>\nWhy?")]
+    ids, mask = right_pad(prompts)
+    images = pixels(model, [picture(*s, seed=11) for s in sizes])
+    model(ids, images=images, image_sizes=sizes, attention_mask=mask)
+    for i, expected in enumerate(MEASURED_320[method]):
+        assert model.last_stats.visual_per_layer[:, i].tolist() == expected
+    ids, image, size = prompts[1], images[1:], sizes[1:]
+    first = model(ids[None], images=image, image_sizes=size)[0, -1]
+    if model.model.reducer is not None:  # in-LLM methods score with the last token: hold the prompt's decisions
+        model.model.reducer = Replay(model.method)
+    tokens, logits = model.generate(ids[None], images=image, image_sizes=size, max_new_tokens=3, return_logits=True)
+    torch.testing.assert_close(logits[0, 0], first, atol=1e-5, rtol=0)
+    recomputed = model(torch.cat([ids, tokens[0, :-1].cpu()])[None], images=image, image_sizes=size)
+    torch.testing.assert_close(recomputed[0, -tokens.shape[1]:], logits[0], atol=1e-5, rtol=0)

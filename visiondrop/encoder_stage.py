@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from visiondrop.merging import complement, contextual_merge, top_indices_ascending
-from visiondrop.scoring import clip_cls_attention
+from visiondrop.scoring import clip_cls_attention, take_rows
 
 SUB_IMAGE_PATCHES = 576  # patches of one 336-px CLIP-L/14 view: LLaVA-NeXT's nominal 2880 = 5 sub-images
 
@@ -31,11 +31,8 @@ def dominant_contextual(layer_input: torch.Tensor, features: torch.Tensor, layer
         raise ValueError(f"dominant={dominant} + contextual={contextual} exceeds the {n_tokens} tower tokens")
     probs, keys = clip_cls_attention(layer_input, layer)
     scores = probs.sum(dim=1)[:, 1:]
-    outputs, origins = [], []
-    for i in range(features.shape[0]):
-        dom = torch.cat([scores.new_zeros(1, dtype=torch.long), top_indices_ascending(scores[i], dominant - 1) + 1])
-        rest = complement(n_tokens, dom)
-        merged, targets = contextual_merge(features[i, rest], keys[i, rest], contextual, fusion)
-        outputs.append(torch.cat([features[i, dom], merged]))
-        origins.append(torch.cat([dom, rest[targets]]) - 1)
-    return torch.stack(outputs), torch.stack(origins)
+    cls = torch.zeros(features.shape[0], 1, dtype=torch.long, device=features.device)
+    dom = torch.cat([cls, top_indices_ascending(scores, dominant - 1) + 1], dim=1)  # every image at once
+    rest = complement(n_tokens, dom)
+    merged, targets = contextual_merge(take_rows(features, rest), take_rows(keys, rest), contextual, fusion)
+    return torch.cat([take_rows(features, dom), merged], dim=1), torch.cat([dom, rest[:, targets]], dim=1) - 1

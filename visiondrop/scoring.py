@@ -85,12 +85,16 @@ def attention_to_columns(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tens
 
 
 def last_token_attention(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,
-                         columns: slice) -> torch.Tensor:
-    """Head-mean causal attention of the last row of `hidden` [T, D] to `columns`, with `layer`'s norm, q/k and
-    RoPE (the FastV / PDrop score)."""
-    row = torch.tensor([hidden.shape[0] - 1], device=hidden.device)
-    q, k = llm_query_key(hidden, layer, cos, sin, row)
-    return attention_to_columns(q, k, row, columns)
+                         columns: slice, last: torch.Tensor | None = None) -> torch.Tensor:
+    """Head-mean causal attention of the last token to `columns`, with `layer`'s norm, q/k and RoPE (the FastV /
+    PDrop score). `hidden` is one sample [T, D] (last row), or a right-padded batch [B, T, D] with each row's
+    last real index in `last` [B]."""
+    if last is None:
+        last = torch.tensor([hidden.shape[-2] - 1], device=hidden.device)
+    else:
+        last = last.to(hidden.device)[:, None]
+    q, k = llm_query_key(hidden, layer, cos, sin, last)
+    return attention_to_columns(q, k, last, columns)
 
 
 def clip_cls_attention(layer_input: torch.Tensor, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

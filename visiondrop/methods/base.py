@@ -93,6 +93,15 @@ class SampleView:
         return slice(self.start, self.start + self.n_visual)
 
 
+def shared_visual_span(batch) -> slice | None:
+    """The visual span when every row has the same non-empty one (then a batch can be scored at once)."""
+    starts, lengths = set(batch.visual_start.tolist()), set(batch.visual_len.tolist())
+    if len(starts) != 1 or len(lengths) != 1 or 0 in lengths:
+        return None
+    start = starts.pop()
+    return slice(start, start + lengths.pop())
+
+
 def per_sample(batch, rope: tuple, fn: Callable[[SampleView], Reduction]) -> list[Reduction | None]:
     """Apply `fn` to every sample that has a visual segment; text-only samples get None (never pruned)."""
     cos, sin = rope

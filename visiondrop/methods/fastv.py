@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from visiondrop.merging import top_indices_ascending
-from visiondrop.methods.base import Method, SampleView, per_sample
+from visiondrop.methods.base import Method, SampleView, per_sample, shared_visual_span
 from visiondrop.reduction import Reduction
 from visiondrop.scoring import last_token_attention
 
@@ -78,6 +78,11 @@ class FastV(Method):
     def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> list[Reduction | None]:
         if batch.layer_input is None:
             raise ValueError("FastV scores with the input of layer K-1: the decoder loop must pass layer_input")
+        span = shared_visual_span(batch)
+        if span is not None and self.options.window_offset == 0:  # the whole batch at once
+            keep = min(self._keep(span.stop - span.start), span.stop - span.start)
+            scores = last_token_attention(batch.layer_input, layer, *rope, span, last=batch.lengths - 1)
+            return Reduction(keep=top_indices_ascending(scores, keep))
         return per_sample(batch, rope, lambda s: self._reduce_sample(s, layer))
 
     def _reduce_sample(self, s: SampleView, layer: nn.Module) -> Reduction:

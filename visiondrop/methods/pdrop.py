@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from visiondrop.merging import top_indices_ascending
-from visiondrop.methods.base import Method, SampleView, per_sample
+from visiondrop.methods.base import Method, SampleView, per_sample, shared_visual_span
 from visiondrop.reduction import Reduction
 from visiondrop.scoring import last_token_attention
 
@@ -52,6 +52,12 @@ class PDrop(Method):
     def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> list[Reduction | None]:
         if self._n0 is None or len(self._n0) != batch.hidden.shape[0]:
             raise RuntimeError("PDrop.reduce before begin_prefill: N0 (the measured entering count) is unknown")
+        span = shared_visual_span(batch)
+        n_keep = {min(n, pdrop_count(n0, self.options.ratio, stage))
+                  for n, n0 in zip(batch.visual_len.tolist(), self._n0.tolist())}
+        if span is not None and len(n_keep) == 1:  # the whole batch at once
+            scores = last_token_attention(batch.hidden, layer, *rope, span, last=batch.lengths - 1)
+            return Reduction(keep=top_indices_ascending(scores, n_keep.pop()))
         return per_sample(batch, rope, lambda s: self._reduce_sample(s, layer, stage))
 
     def _reduce_sample(self, s: SampleView, layer: nn.Module, stage: int) -> Reduction:

@@ -32,23 +32,24 @@ class VisPrunerOptions:
 def diverse_subset_batched(tokens: torch.Tensor, residual: torch.Tensor, n_keep: int, step: int = 8) -> torch.Tensor:
     """`merging.diverse_subset` for every image at once: tokens [n, T, C], residual [n, R] -> [n, n_keep].
 
-    All images have the same counts, so every round has the same shapes: the even/odd split, the max cosine
-    similarity and the drop of the r most similar a-tokens run with a leading image dim. Shapes are known on
-    the host, so the rounds never wait for the device.
+    All images have the same counts, so every round has the same shapes: the cosine similarities among the
+    residual tokens are computed once, and each round's even/odd split, max similarity and drop of the r most
+    similar a-tokens run with a leading image dim on list positions. Shapes are known on the host, so the
+    rounds never wait for the device.
     """
     if n_keep <= 0:
         return residual[:, :0]
-    rest = residual
-    units = torch.take_along_dim(F.normalize(tokens.float(), dim=-1), rest[..., None], dim=1)
-    while rest.shape[1] > n_keep:
-        r = min(step, rest.shape[1] - n_keep)
-        a, b = rest[:, 0::2], rest[:, 1::2]
-        unit_a, unit_b = units[:, 0::2], units[:, 1::2]
-        similarity = (unit_a @ unit_b.transpose(1, 2)).amax(dim=-1)
-        order = torch.sort(similarity, dim=-1, descending=True, stable=True).indices[:, r:]
-        rest = torch.cat([torch.take_along_dim(a, order, dim=1), b], dim=1)
-        units = torch.cat([torch.take_along_dim(unit_a, order[..., None], dim=1), unit_b], dim=1)
-    return rest
+    unit = F.normalize(torch.take_along_dim(tokens, residual[..., None], dim=1).float(), dim=-1)
+    similarity = unit @ unit.transpose(1, 2)  # [n, R, R] over residual list positions
+    pos = torch.arange(residual.shape[1], device=residual.device).expand_as(residual)
+    while pos.shape[1] > n_keep:
+        r = min(step, pos.shape[1] - n_keep)
+        a, b = pos[:, 0::2], pos[:, 1::2]
+        rows = torch.take_along_dim(similarity, a[..., None], dim=1)
+        best = torch.take_along_dim(rows, b[:, None, :], dim=2).amax(dim=-1)
+        order = torch.sort(best, dim=-1, descending=True, stable=True).indices[:, r:]
+        pos = torch.cat([torch.take_along_dim(a, order, dim=1), b], dim=1)
+    return torch.take_along_dim(residual, pos, dim=1)
 
 
 class VisPruner(Method):
