@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +20,14 @@ def complement(n: int, chosen: torch.Tensor) -> torch.Tensor:
     return torch.sort(is_chosen, dim=-1, stable=True).indices[..., : n - chosen.shape[-1]]
 
 
+@functools.lru_cache(maxsize=256)
+def _stride_split(n_rest: int, n_targets: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stride targets (step = max(1, R // c)) and the other positions of a remaining list of R tokens."""
+    step = max(1, n_rest // n_targets)
+    targets = torch.arange(0, n_rest, step)[:n_targets]
+    return targets.to(device), complement(n_rest, targets).to(device)
+
+
 def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int,
                      fusion: str = "target_plus_mean") -> tuple[torch.Tensor, torch.Tensor]:
     """Merge the remaining tokens [..., R, D] into `n_targets` contextual tokens.
@@ -30,9 +40,7 @@ def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int,
     n_rest = tokens.shape[-2]
     if n_targets <= 0 or n_rest == 0:
         return tokens[..., :0, :], torch.zeros(0, dtype=torch.long, device=tokens.device)
-    step = max(1, n_rest // n_targets)
-    targets = torch.arange(0, n_rest, step, device=tokens.device)[:n_targets]
-    candidates = complement(n_rest, targets)
+    targets, candidates = _stride_split(n_rest, n_targets, tokens.device)
     unit = F.normalize(metric.float(), dim=-1)
     assign = (unit[..., candidates, :] @ unit[..., targets, :].transpose(-1, -2)).argmax(dim=-1)
     width = tokens.shape[-1]

@@ -135,8 +135,7 @@ class VisionDrop(Method):
         for b, (n, pair) in enumerate(zip(n_vis, pairs)):
             if pair is not None and sum(pair) > n:
                 raise ValueError(f"stage {stage} keeps {sum(pair)} visual tokens but sample {b} has only {n}")
-        device = batch.hidden.device
-        starts, lasts = batch.visual_start.to(device), (batch.lengths - 1).to(device)
+        starts, lasts = batch.visual_start, batch.lengths - 1  # host tensors
         if len(set(n_vis)) == 1 and len(set(pairs)) == 1 and pairs[0] is not None:
             return self._reduce_rows(batch.hidden, cos, sin, starts, lasts, n_vis[0], layer, *pairs[0])
         out = []
@@ -147,15 +146,17 @@ class VisionDrop(Method):
         return out
 
     def _reduce_rows(self, hidden, cos, sin, starts, lasts, n_vis, layer, d, c) -> Reduction:
-        """Score, select and merge the visual segments [start, start + n_vis) of every row of `hidden`."""
+        """Score, select and merge the visual segments [start, start + n_vis) of every row of `hidden`
+        (`starts`, `lasts`: host tensors of each row's segment start and last real index)."""
         opts = self.options.llm
-        visual_index = starts[:, None] + torch.arange(n_vis, device=hidden.device)
+        device = hidden.device
+        visual_index = starts.to(device)[:, None] + torch.arange(n_vis, device=device)
         first = int(starts[0])  # one shared span (the usual case) is handled with slices: views, no gathers
         visual = slice(first, first + n_vis) if bool((starts == first).all()) else visual_index
         if opts.scoring == "visual":
             rows, query_pos = visual, visual_index
         else:
-            rows = query_pos = lasts[:, None]
+            rows = query_pos = lasts.to(device)[:, None]
         q, k = llm_query_key(hidden, layer, cos, sin, rows)
         scores = attention_to_columns(q, k, query_pos, visual, opts.score_memory_mib)
         dom = top_indices_ascending(scores, d)
