@@ -89,15 +89,7 @@ conv_vicuna_v1 = Conversation(
     sep2="</s>",
     version="v1",
 )
-conv_llava_v1 = Conversation(
-    system=LLAVA_V1_SYSTEM,
-    roles=("USER", "ASSISTANT"),
-    messages=[],
-    sep_style=SeparatorStyle.TWO,
-    sep=" ",
-    sep2="</s>",
-    version="v1",
-)
+conv_llava_v1 = dataclasses.replace(conv_vicuna_v1, system=LLAVA_V1_SYSTEM, messages=[])
 conv_llava_plain = Conversation(
     system="",
     roles=("", ""),
