@@ -19,11 +19,16 @@ from llava.model.visiondrop_llava import load_model_for_eval
 
 
 def kept_patch_sets(model, tokenizer, image: Image.Image, question: str) -> list[set[int]]:
-    """Run one forward; return, per stage (tower output, then each LLM boundary), the kept patch indices."""
-    pixels = process_images([image], model.config.image_aspect_ratio, model.get_vision_tower().config.image_size)
+    """Run one forward; return, per stage (tower output, then each LLM boundary), the kept patch indices.
+
+    Origins are tower-token ids: patch j of sub-image u is u * P + j (CLS -1, NeXT newline -2); the picture
+    shows the first (base) sub-image, so only ids below P are drawn."""
+    pixels = process_images([image], model.config.image_aspect_ratio, model.get_vision_tower().config.image_size,
+                            getattr(model.config, "image_grid_pinpoints", None))
     ids = tokenizer_image_token(build_prompt("<image>\n" + question), tokenizer, return_tensors="pt")
-    model(ids[None], images=pixels)
-    return [{int(i) for i in origin[0] if i >= 0} for origin in model.last_stats.stage_origins]
+    model(ids[None], images=pixels, image_sizes=[image.size])
+    patches = model.get_vision_tower().num_patches
+    return [{int(i) for i in origin[0] if 0 <= i < patches} for origin in model.last_stats.stage_origins]
 
 
 def draw(image: Image.Image, stages: list[set[int]], grid: int, cell: int = 224) -> Image.Image:
