@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import encode_prompt, stand_in_image
-from test_llava_model import right_pad
+from conftest import assert_batch_equals_one_at_a_time, encode_prompt, stand_in_image
 from transformers import CLIPVisionConfig, LlamaConfig
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
@@ -309,19 +308,7 @@ def test_batch_of_two_equals_one_at_a_time(tiny, method):
     tok, model = tiny
     install(model, method)
     prompts = [encode_prompt(tok, q) for q in QUESTIONS]
-    images = [stand_in_image(3), stand_in_image(4)]
-    single = []
-    for p, img in zip(prompts, images):
-        single.append((*model.generate(p[None], images=img, max_new_tokens=3, return_logits=True),
-                       [o[0] for o in model.last_stats.stage_origins]))
-    ids, mask = right_pad(prompts)
-    tokens, logits = model.generate(ids, images=torch.cat(images), attention_mask=mask, max_new_tokens=3,
-                                    return_logits=True)
-    for i, (t1, l1, origins) in enumerate(single):
-        n = t1.shape[1]
-        assert torch.equal(tokens[i, :n], t1[0])
-        torch.testing.assert_close(logits[i, :n], l1[0], atol=1e-4, rtol=0)
-        assert all(torch.equal(a, b[i]) for a, b in zip(origins, model.last_stats.stage_origins))
+    assert_batch_equals_one_at_a_time(model, prompts, [stand_in_image(3), stand_in_image(4)], max_new_tokens=3)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import encode_prompt, stand_in_image
+from conftest import assert_batch_equals_one_at_a_time, encode_prompt, stand_in_image
 from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
@@ -27,15 +27,6 @@ def base(load_tiny):
 def eager(load_tiny):
     return load_tiny(attn="eager")
 
-
-def right_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), longest, dtype=torch.long)
-    mask = torch.zeros(len(rows), longest, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
-    return ids, mask
 
 
 def test_checkpoint_layout_and_clean_load(tiny_path, base):
@@ -127,16 +118,7 @@ def test_batched_generation_equals_one_at_a_time(base, gqa_questions):
     tok, model = base
     prompts = [encode_prompt(tok, gqa_questions[1]["text"]), encode_prompt(tok, "<image>\nWhy?")]
     assert len(prompts[0]) != len(prompts[1])
-    images = [stand_in_image(2), stand_in_image(3)]
-    single = [model.generate(p[None], images=img, max_new_tokens=6, return_logits=True)
-              for p, img in zip(prompts, images)]
-    ids, mask = right_pad(prompts)
-    tokens, logits = model.generate(ids, images=torch.cat(images), attention_mask=mask, max_new_tokens=6,
-                                    return_logits=True)
-    for i, (t1, l1) in enumerate(single):
-        n = t1.shape[1]
-        assert torch.equal(tokens[i, :n], t1[0])
-        torch.testing.assert_close(logits[i, :n], l1[0], atol=1e-4, rtol=0)
+    assert_batch_equals_one_at_a_time(model, prompts, [stand_in_image(2), stand_in_image(3)], max_new_tokens=6)
 
 
 def test_cached_generation_equals_recomputation(base, gqa_questions):

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TEST_DEVICE, TEST_DTYPE, encode_prompt
+from conftest import TEST_DEVICE, TEST_DTYPE, encode_prompt, right_pad
 from PIL import Image
 from safetensors.torch import load_file
-from test_llava_model import right_pad
 
 from llava.mm_utils import anyres_token_count, get_anyres_image_grid_shape, process_anyres_image, process_images
 from llava.model.anyres import merge_flat, merge_multicrop, merge_spatial

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import encode_prompt, stand_in_image
-from test_llava_model import right_pad
+from conftest import assert_batch_equals_one_at_a_time, encode_prompt, right_pad, stand_in_image
 
 from llava.model.visiondrop_llava import official_flags_to_overrides
 from visiondrop.config import ConfigError, load_config, validate_budget
@@ -131,19 +130,7 @@ def test_cached_generation_equals_pruned_recomputation(vd64, gqa_questions):
 def test_batch_of_two_equals_one_at_a_time(vd64, gqa_questions):
     tok, model = vd64
     prompts = [encode_prompt(tok, gqa_questions[3]["text"]), encode_prompt(tok, "<image>\nWhat color is it?")]
-    images = [stand_in_image(11), stand_in_image(12)]
-    single = []
-    for p, img in zip(prompts, images):
-        single.append((*model.generate(p[None], images=img, max_new_tokens=5, return_logits=True),
-                       [o[0] for o in model.last_stats.stage_origins]))
-    ids, mask = right_pad(prompts)
-    tokens, logits = model.generate(ids, images=torch.cat(images), attention_mask=mask, max_new_tokens=5,
-                                    return_logits=True)
-    for i, (t1, l1, origins) in enumerate(single):
-        n = t1.shape[1]
-        assert torch.equal(tokens[i, :n], t1[0])
-        torch.testing.assert_close(logits[i, :n], l1[0], atol=1e-4, rtol=0)
-        assert all(torch.equal(a, b[i]) for a, b in zip(origins, model.last_stats.stage_origins))
+    assert_batch_equals_one_at_a_time(model, prompts, [stand_in_image(11), stand_in_image(12)], max_new_tokens=5)
 
 
 def kept_tokens(model, tok, question: str, seed: int = 13) -> list[list[int]]:
