@@ -42,7 +42,8 @@ class StageReducer(Protocol):
 
     def begin_prefill(self, batch: SequenceBatch) -> None: ...
 
-    def reduce(self, stage: int, layer_idx: int, batch: SequenceBatch, layer: nn.Module, rope: tuple) -> list: ...
+    def reduce(self, stage: int, layer_idx: int, batch: SequenceBatch, layer: nn.Module,
+               rope: tuple) -> Reduction | list: ...
 
 
 @dataclass
