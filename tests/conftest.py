@@ -13,6 +13,16 @@ import torch
 SHARED_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "llava_eval"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The tiny models' ops are too small to gain from threads, and on a busy 2-CPU machine OpenMP spinning
+    makes two threads many times slower: the suite runs single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory) -> Path:
     from llava.model.tiny import tiny_llava_path

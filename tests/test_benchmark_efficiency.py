@@ -35,13 +35,6 @@ def _script():
     return module
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> tuple[dict, str]:

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from eval_data import BUILDERS, SHARED_EVAL, build_gqa
 
 from llava.eval import merge_chunks, model_vqa_loader
@@ -35,13 +34,6 @@ SCRIPTS = {
     "mmbench": ("mmbench", "mmbench/answers/mmbench_dev_20230712/{run}.jsonl", "mmbench", None, 2),
 }
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_script(name: str, data_root: Path, results: Path, model: Path, config: str | None, *extra: str):

@@ -27,15 +27,6 @@ NEXT_COUNTS = {640: [960, 705, 515, 380], 320: [480, 350, 260, 190], 160: [240, 
 FULL_RETENTION = ["encoder.enabled=false", "llm.tokens=[[576,0],[576,0],[576,0]]", "budget=2880"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to gain from threads, and on a busy 2-CPU machine OpenMP spinning
-    makes two threads many times slower: run this module single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def next_path(tiny_path) -> Path:
