@@ -34,25 +34,22 @@ def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int,
 
     Targets are taken at a uniform stride (step = max(1, R // c)) over the remaining list; every other token
     joins the target whose L2-normalised metric is most similar (ties -> first target). Faithful fusion is
-    target + mean(group); `size_weighted` gives (target + sum(group)) / (1 + group size).
+    target + mean(group); `size_weighted` gives (target + sum(group)) / (1 + group size). As in the reference
+    code, everything runs in the inputs' dtype and group sums are a one-hot matrix product.
     Returns (merged [..., c, D], target positions in the remaining list [c]).
     """
     n_rest = tokens.shape[-2]
     if n_targets <= 0 or n_rest == 0:
         return tokens[..., :0, :], torch.zeros(0, dtype=torch.long, device=tokens.device)
     targets, candidates = _stride_split(n_rest, n_targets, tokens.device)
-    unit = F.normalize(metric.float(), dim=-1)
+    unit = F.normalize(metric, dim=-1)
     assign = (unit[..., candidates, :] @ unit[..., targets, :].transpose(-1, -2)).argmax(dim=-1)
-    width = tokens.shape[-1]
-    sums = tokens.new_zeros(*tokens.shape[:-2], len(targets), width, dtype=torch.float32)
-    sums.scatter_add_(-2, assign[..., None].expand(*assign.shape, width), tokens[..., candidates, :].float())
-    sizes = torch.zeros_like(sums[..., 0]).scatter_add_(-1, assign, torch.ones_like(assign, dtype=torch.float32))
-    sizes = sizes[..., None]
+    one_hot = F.one_hot(assign, len(targets)).to(tokens.dtype)  # [..., R - c, c]
+    sums = one_hot.transpose(-1, -2) @ tokens[..., candidates, :]
+    sizes = one_hot.sum(dim=-2)[..., None]
     if fusion == "size_weighted":
-        merged = (tokens[..., targets, :].float() + sums) / (1 + sizes)
-    else:
-        merged = tokens[..., targets, :].float() + sums / sizes.clamp(min=1)
-    return merged.to(tokens.dtype), targets
+        return (tokens[..., targets, :] + sums) / (1 + sizes), targets
+    return tokens[..., targets, :] + sums / sizes.clamp(min=1), targets
 
 
 def diverse_subset(tokens: torch.Tensor, residual: torch.Tensor, n_keep: int, step: int = 8) -> torch.Tensor:
