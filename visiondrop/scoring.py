@@ -7,6 +7,7 @@ every layer keeps its fast attention kernel. Encoder stages use the selected CLI
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,7 +24,13 @@ def take_rows(x: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
     """x[rows] for rows [Q] or a slice (a view), or x[b, rows[b]] for a batch x [B, T, ...] and rows [B, Q]."""
     if isinstance(rows, slice) or rows.dim() == 1:
         return x[rows]
-    return x[torch.arange(rows.shape[0], device=rows.device)[:, None], rows]
+    return x[batch_rows(rows.shape[0], rows.device), rows]
+
+
+@functools.lru_cache(maxsize=64)
+def batch_rows(batch: int, device: torch.device) -> torch.Tensor:
+    """[[0], [1], ..., [batch - 1]] on `device` (cached: built once per batch size)."""
+    return torch.arange(batch, device=device)[:, None]
 
 
 def llm_query_key(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,

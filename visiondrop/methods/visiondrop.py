@@ -150,9 +150,12 @@ class VisionDrop(Method):
         (`starts`, `lasts`: host tensors of each row's segment start and last real index)."""
         opts = self.options.llm
         device = hidden.device
-        visual_index = starts.to(device)[:, None] + torch.arange(n_vis, device=device)
-        first = int(starts[0])  # one shared span (the usual case) is handled with slices: views, no gathers
-        visual = slice(first, first + n_vis) if bool((starts == first).all()) else visual_index
+        first = int(starts[0])
+        if bool((starts == first).all()):  # one shared span (the usual case): slices are views, no gathers
+            visual = slice(first, first + n_vis)
+            visual_index = torch.arange(first, first + n_vis, device=device)[None]
+        else:
+            visual = visual_index = starts.to(device)[:, None] + torch.arange(n_vis, device=device)
         if opts.scoring == "visual":
             rows, query_pos = visual, visual_index
         else:

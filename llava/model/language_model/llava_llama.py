@@ -84,9 +84,12 @@ class LlavaLlamaModel(LlavaMetaModel):
     def attn_implementation(self) -> str:
         return self.config._attn_implementation or "sdpa"
 
-    def _run_layers(self, hidden, key_mask, padded, positions, cache, first: int, stop: int) -> torch.Tensor:
+    def _mask_and_rope(self, hidden, key_mask, padded: bool, positions) -> tuple:
+        """The attention mask and RoPE (cos, sin) shared by every layer of a segment."""
         mask = attention_bias(key_mask, padded, hidden.shape[1], hidden.dtype, self.attn_implementation)
-        rope = self.rotary_emb(hidden, positions)
+        return mask, self.rotary_emb(hidden, positions)
+
+    def _run_layers(self, hidden, mask, rope, cache, first: int, stop: int) -> torch.Tensor:
         for layer in self.layers[first:stop]:
             hidden = layer(hidden, attention_mask=mask, position_embeddings=rope, past_key_values=cache,
                            use_cache=cache is not None)
@@ -108,21 +111,21 @@ class LlavaLlamaModel(LlavaMetaModel):
         stage_origins = [batch.origin]
         segments = []
         starts = [0, *boundaries]
+        rope = None
         for stage, (first, stop) in enumerate(zip(starts, [*boundaries, n_layers])):
-            if stage > 0:
-                rope = self.rotary_emb(batch.hidden, batch.positions)
+            if stage > 0:  # positions are still those of the segment that just ran: its RoPE scores this stage
                 reductions = self.reducer.reduce(stage, first, batch, self.layers[first + offset], rope)
                 batch = apply_reductions(batch, reductions, self.reducer.compact_positions)
                 stage_origins.append(batch.origin)
             counts[first:stop] = batch.visual_len
             padded = batch.has_padding
-            run = (batch.key_mask, padded, batch.positions, cache)
+            mask, rope = self._mask_and_rope(batch.hidden, batch.key_mask, padded, batch.positions)
             # A method scoring with the previous layer's attention also needs that layer's input: keep it.
             split = stop + offset if stop < n_layers else stop
-            hidden = self._run_layers(batch.hidden, *run, first, split)
+            hidden = self._run_layers(batch.hidden, mask, rope, cache, first, split)
             if split < stop:
                 batch = replace(batch, layer_input=hidden)
-                hidden = self._run_layers(hidden, *run, split, stop)
+                hidden = self._run_layers(hidden, mask, rope, cache, split, stop)
             batch = batch.with_hidden(hidden)
             last_pos = batch.positions.masked_fill(~batch.key_mask, -1).max(dim=1).values
             segments.append(Segment(first, batch.key_mask, last_pos + 1, padded))
@@ -137,8 +140,8 @@ class LlavaLlamaModel(LlavaMetaModel):
         ones = torch.ones(embeds.shape[0], 1, dtype=torch.bool, device=embeds.device)
         for seg, stop in zip(segments, bounds):
             seg.key_mask = torch.cat([seg.key_mask, ones], dim=1)
-            hidden = self._run_layers(hidden, seg.key_mask, seg.padded, seg.next_position[:, None], cache,
-                                      seg.first_layer, stop)
+            mask, rope = self._mask_and_rope(hidden, seg.key_mask, seg.padded, seg.next_position[:, None])
+            hidden = self._run_layers(hidden, mask, rope, cache, seg.first_layer, stop)
             seg.next_position = seg.next_position + 1
         return self.norm(hidden)
 
