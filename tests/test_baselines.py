@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_batch_equals_one_at_a_time, encode_prompt, stand_in_image
+from conftest import assert_batch_equals_one_at_a_time, assert_close, encode_prompt, stand_in_image
 from transformers import CLIPVisionConfig, LlamaConfig
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
@@ -156,7 +156,7 @@ def test_fastv_keeps_the_top_tokens_of_the_last_token_attention():
     top3 = sorted(sorted(range(6), key=lambda j: -probs[j])[:3])
     assert top3 == [1, 3, 5]  # angles 0.1, 0.3, 0.6
     cos, sin = rope[0][0], rope[1][0]
-    torch.testing.assert_close(last_token_attention(inputs, layer, cos, sin, slice(2, 8)), torch.tensor(probs),
+    assert_close(last_token_attention(inputs, layer, cos, sin, slice(2, 8)), torch.tensor(probs),
                                atol=1e-5, rtol=0)
     (red,) = per_row(FastV(FastVOptions(keep=3)).reduce(1, 2, batch, layer, rope))
     assert red.keep.tolist() == top3 and red.merged is None
@@ -207,7 +207,7 @@ def test_visionzip_dominant_and_contextual_by_hand():
     assert origin[0].tolist() == [-1, 1, 3, 8, 0, 5]
     f = features[0]
     expected = torch.stack([f[0], f[2], f[4], f[9], f[1] + (f[3] + f[7] + f[10]) / 3, f[6] + (f[5] + f[8]) / 2])
-    torch.testing.assert_close(out[0], expected)
+    assert_close(out[0], expected)
     assert method.tower_tokens(N) == 6
 
 
@@ -221,7 +221,7 @@ def test_vispruner_important_and_diverse_by_hand():
     # important: p1, p8, p3, p5. Residual (descending attention): p0 p7 p2 p4 p6 p9 -> a = p0 p2 p6, b = p7 p4 p9;
     # r = min(8, 6 - 4) = 2: p0 and p2 (most similar to a b-token) go; diverse = p6, p7, p4, p9.
     assert origin[0].tolist() == [1, 3, 4, 5, 6, 7, 8, 9]
-    torch.testing.assert_close(out[0], features[0, 1:][origin[0]])
+    assert_close(out[0], features[0, 1:][origin[0]])
 
 
 def reference_diverse(unit: list[list[float]], residual: list[int], n_keep: int) -> list[int]:
@@ -266,7 +266,7 @@ def test_vispruner_batch_equals_one_image_at_a_time():
     for i in range(3):
         one, one_origin = method.reduce_encoder(layer_input[i:i + 1], features[i:i + 1], layer, "patch")
         assert torch.equal(origin[i], one_origin[0]) and torch.equal(out[i], one[0])
-        torch.testing.assert_close(out[i], features[i, 1:][origin[i]], atol=0, rtol=0)
+        assert_close(out[i], features[i, 1:][origin[i]], atol=0, rtol=0)
 
 
 def test_dpc_knn_merge_finds_separated_clusters():
@@ -277,7 +277,7 @@ def test_dpc_knn_merge_finds_separated_clusters():
     merged, centres = dpc_knn_merge(tokens, 3, torch.Generator().manual_seed(1))
     groups = [tokens[:6], tokens[6:10], tokens[10:]]
     got = sorted(merged.tolist())
-    torch.testing.assert_close(torch.tensor(got), torch.tensor(sorted(g_.mean(0).tolist() for g_ in groups)))
+    assert_close(torch.tensor(got), torch.tensor(sorted(g_.mean(0).tolist() for g_ in groups)))
     assert {0 if c < 6 else 1 if c < 10 else 2 for c in centres.tolist()} == {0, 1, 2}  # one centre per blob
 
 
@@ -298,9 +298,9 @@ def test_cached_generation_equals_pruned_recomputation(tiny, method):
     if model.model.reducer is not None:  # in-LLM methods: hold the prompt's decisions fixed
         model.model.reducer = Replay(model.method)
     tokens, logits = model.generate(ids[None], images=image, max_new_tokens=4, return_logits=True)
-    torch.testing.assert_close(logits[0, 0], first, atol=1e-5, rtol=0)
+    assert_close(logits[0, 0], first, atol=1e-5, rtol=0)
     recomputed = model(torch.cat([ids, tokens[0, :-1]])[None], images=image)[0, -tokens.shape[1]:]
-    torch.testing.assert_close(recomputed, logits[0], atol=1e-5, rtol=0)
+    assert_close(recomputed, logits[0], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -323,4 +323,4 @@ def test_sdpa_stays_on_and_matches_eager(tiny, eager, method):
     assert model.get_vision_tower().vision_tower.config._attn_implementation == "sdpa"
     assert [o[0].tolist() for o in model.last_stats.stage_origins] == \
         [o[0].tolist() for o in reference.last_stats.stage_origins]
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    assert_close(a, b, atol=1e-4, rtol=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_batch_equals_one_at_a_time, encode_prompt, stand_in_image
+from conftest import assert_batch_equals_one_at_a_time, assert_close, encode_prompt, stand_in_image
 from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
@@ -94,7 +94,7 @@ def test_logits_match_transformers_llama_on_spliced_embeddings(base, gqa_questio
     with torch.no_grad():
         theirs = reference(inputs_embeds=batch.hidden, attention_mask=batch.key_mask.long()).logits
     assert ours.shape == theirs.shape
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
@@ -108,10 +108,10 @@ def test_image_features_land_at_the_placeholder(base, where):
     at = int((ids == IMAGE_TOKEN_INDEX).nonzero())
     assert int(batch.visual_start[0]) == at and int(batch.visual_len[0]) == 576
     assert batch.hidden.shape[1] == len(ids) - 1 + 576
-    torch.testing.assert_close(batch.hidden[0, at: at + 576], features[0], atol=0, rtol=0)
+    assert_close(batch.hidden[0, at: at + 576], features[0], atol=0, rtol=0)
     text_ids = torch.cat([ids[:at], ids[at + 1:]])
     spliced_text = torch.cat([batch.hidden[0, :at], batch.hidden[0, at + 576:]])
-    torch.testing.assert_close(spliced_text, model.model.embed_tokens(text_ids.to(model.device)), atol=0, rtol=0)
+    assert_close(spliced_text, model.model.embed_tokens(text_ids.to(model.device)), atol=0, rtol=0)
 
 
 def test_batched_generation_equals_one_at_a_time(base, gqa_questions):
@@ -129,7 +129,7 @@ def test_cached_generation_equals_recomputation(base, gqa_questions):
     for step in range(tokens.shape[1]):
         prefix = torch.cat([ids, tokens[0, :step]])
         recomputed = model(prefix[None], images=image)[0, -1]
-        torch.testing.assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
+        assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
         assert int(recomputed.argmax()) == int(tokens[0, step])
 
 
@@ -139,7 +139,7 @@ def test_sdpa_and_eager_agree(base, eager, gqa_questions):
     a = model(ids[None], images=stand_in_image(5))
     b = eager[1](ids[None], images=stand_in_image(5))
     assert eager[1].config._attn_implementation == "eager"
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    assert_close(a, b, atol=1e-4, rtol=0)
 
 
 def test_placeholder_and_image_count_must_agree(base):

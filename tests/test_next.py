@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TEST_DEVICE, TEST_DTYPE, encode_prompt, right_pad
+from conftest import TEST_DEVICE, TEST_DTYPE, assert_close, encode_prompt, right_pad
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -84,10 +84,10 @@ def test_spatial_unpad_by_hand(size, grid, kept, tokens):
     for r in range(top, top + rows):
         expected += [map_origin(r, c, g_w) for c in range(left, left + cols)] + [-2]
     assert ids.tolist() == expected
-    torch.testing.assert_close(out[: P], features[0], atol=0, rtol=0)
+    assert_close(out[: P], features[0], atol=0, rtol=0)
     assert torch.equal(out[ids == -2], newline.expand(rows, 8))
     u, j = ids[P] // P, ids[P] % P
-    torch.testing.assert_close(out[P], features[u, j], atol=0, rtol=0)
+    assert_close(out[P], features[u, j], atol=0, rtol=0)
 
 
 def test_flat_and_spatial_keep_every_token():
@@ -124,10 +124,10 @@ def test_checkpoint_layout_and_clean_load(next_path, next_model, tmp_path):
     stored = load_file(str(next_path / "model.safetensors"))
     weight = "encoder.layers.0.self_attn.q_proj.weight"
     tower = model.get_vision_tower().vision_tower.state_dict()
-    torch.testing.assert_close(tower[weight].cpu().float(), stored[prefix + weight].float(), atol=0, rtol=0)
+    assert_close(tower[weight].cpu().float(), stored[prefix + weight].float(), atol=0, rtol=0)
     clip = load_file(str(next_path.parent / "tiny-clip-vit-336" / "model.safetensors"))
     assert not torch.equal(stored[prefix + weight], clip["vision_model." + weight])  # from the checkpoint
-    torch.testing.assert_close(model.model.image_newline.cpu().float(), stored["model.image_newline"].float())
+    assert_close(model.model.image_newline.cpu().float(), stored["model.image_newline"].float())
     moved = tmp_path / "llava-next-moved"  # mm_vision_tower no longer resolves: config.json must give the shape
     shutil.copytree(next_path, moved)
     with pytest.raises(FileNotFoundError, match="vision_tower_config"):
@@ -135,7 +135,7 @@ def test_checkpoint_layout_and_clean_load(next_path, next_model, tmp_path):
     clip_config = json.loads((next_path.parent / "tiny-clip-vit-336" / "config.json").read_text())["vision_config"]
     (moved / "config.json").write_text(json.dumps({**config, "vision_tower_config": clip_config}))
     _, again, _, _ = load_pretrained_model(str(moved), dtype=torch.float32)
-    torch.testing.assert_close(again.get_vision_tower().vision_tower.state_dict()[weight], stored[prefix + weight])
+    assert_close(again.get_vision_tower().vision_tower.state_dict()[weight], stored[prefix + weight])
 
 
 def test_spliced_length_and_batch_splicing(next_model):
@@ -151,7 +151,7 @@ def test_spliced_length_and_batch_splicing(next_model):
         assert int(batch.visual_len[i]) == n_visual and int(batch.lengths[i]) == len(prompts[i]) - 1 + n_visual
         single = model.prepare_multimodal_batch(prompts[i][None], images=pixels(model, images[i:i + 1]),
                                                 image_sizes=[size])
-        torch.testing.assert_close(batch.hidden[i, : int(batch.lengths[i])], single.hidden[0], atol=1e-5, rtol=0)
+        assert_close(batch.hidden[i, : int(batch.lengths[i])], single.hidden[0], atol=1e-5, rtol=0)
     assert batch.visual_units.tolist() == [5, 4]
 
 
@@ -169,7 +169,7 @@ def test_full_retention_equals_the_unpruned_model(next_model):
         full = model(ids[None], images=image, image_sizes=[size])
     finally:
         model.config.mm_patch_merge_type = "spatial_unpad"
-    torch.testing.assert_close(full, base, atol=1e-6, rtol=0)
+    assert_close(full, base, atol=1e-6, rtol=0)
     assert model.last_stats.visual_per_layer[:, 0].tolist() == [3 * P] * 32
 
 
@@ -210,7 +210,7 @@ def test_cached_generation_equals_pruned_recomputation(next_model):
     for step in range(tokens.shape[1]):
         prefix = torch.cat([ids, tokens[0, :step].cpu()])
         recomputed = model(prefix[None], images=image, image_sizes=[size])[0, -1]
-        torch.testing.assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
+        assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
         assert all(torch.equal(a[0], b[0]) for a, b in zip(kept, model.last_stats.stage_origins))
 
 
@@ -231,7 +231,7 @@ def test_batch_of_two_grids_equals_one_at_a_time(next_model):
     for i, (t1, l1, origins) in enumerate(single):
         n = t1.shape[1]
         assert torch.equal(tokens[i, :n], t1[0])
-        torch.testing.assert_close(logits[i, :n], l1[0], atol=1e-4, rtol=0)
+        assert_close(logits[i, :n], l1[0], atol=1e-4, rtol=0)
         assert all(torch.equal(a, b[i]) for a, b in zip(origins, model.last_stats.stage_origins))
 
 
@@ -301,6 +301,6 @@ def test_next_baselines_counts_and_cached_generation(next_model, method):
     if model.model.reducer is not None:  # in-LLM methods score with the last token: hold the prompt's decisions
         model.model.reducer = Replay(model.method)
     tokens, logits = model.generate(ids[None], images=image, image_sizes=size, max_new_tokens=3, return_logits=True)
-    torch.testing.assert_close(logits[0, 0], first, atol=1e-5, rtol=0)
+    assert_close(logits[0, 0], first, atol=1e-5, rtol=0)
     recomputed = model(torch.cat([ids, tokens[0, :-1].cpu()])[None], images=image, image_sizes=size)
-    torch.testing.assert_close(recomputed[0, -tokens.shape[1]:], logits[0], atol=1e-5, rtol=0)
+    assert_close(recomputed[0, -tokens.shape[1]:], logits[0], atol=1e-5, rtol=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_batch_equals_one_at_a_time, encode_prompt, right_pad, stand_in_image
+from conftest import assert_batch_equals_one_at_a_time, assert_close, encode_prompt, right_pad, stand_in_image
 
 from llava.model.visiondrop_llava import official_flags_to_overrides
 from visiondrop.config import ConfigError, load_config, validate_budget
@@ -60,9 +60,9 @@ def test_contextual_merge_by_hand():
     # step = 6 // 2 = 3: targets are rows 0 and 3; rows 1, 4 look like row 0, rows 2, 5 like row 3.
     assert targets.tolist() == [0, 3]
     expected = torch.tensor([[1 + (2 + 0) / 2, 0 + (0 + 2) / 2], [0 + (3 + 4) / 2, 1 + (0 + 4) / 2]])
-    torch.testing.assert_close(merged, expected)
+    assert_close(merged, expected)
     weighted, _ = contextual_merge(tokens, metric, 2, fusion="size_weighted")
-    torch.testing.assert_close(weighted, torch.tensor([[3 / 3, 2 / 3], [7 / 3, 5 / 3]]))
+    assert_close(weighted, torch.tensor([[3 / 3, 2 / 3], [7 / 3, 5 / 3]]))
 
 
 def test_released_encoder_stride_example():
@@ -84,7 +84,7 @@ def test_visual_scores_by_hand():
                 if j <= pos:
                     expected[c] += math.exp(logits[j]) / z / 2 / 3
     for memory_mib in (1e-4, 2.5e-4, 64):  # one query row per chunk, four rows, everything at once
-        torch.testing.assert_close(attention_to_columns(q, k, query_pos, slice(2, 5), memory_mib), expected)
+        assert_close(attention_to_columns(q, k, query_pos, slice(2, 5), memory_mib), expected)
     assert top_indices_ascending(torch.tensor([0.1, 0.9, 0.3, 0.8]), 2).tolist() == [1, 3]
 
 
@@ -96,14 +96,14 @@ def test_clip_cls_attention_equals_clip_attention_weights(vd64):
     finally:
         tower.config._attn_implementation = "sdpa"
     probs, _ = clip_cls_attention(out.hidden_states[-3], tower.encoder.layers[-2])
-    torch.testing.assert_close(probs, out.attentions[-2][:, :, 0], atol=1e-6, rtol=0)
+    assert_close(probs, out.attentions[-2][:, :, 0], atol=1e-6, rtol=0)
 
 
 def test_full_retention_equals_the_unpruned_model(load_tiny, gqa_questions):
     tok, base = load_tiny()
     _, full = load_tiny(CONFIGS / "llava15_64.yaml", FULL_RETENTION)
     ids, image = encode_prompt(tok, gqa_questions[0]["text"]), stand_in_image(8)
-    torch.testing.assert_close(full(ids[None], images=image), base(ids[None], images=image), atol=1e-6, rtol=0)
+    assert_close(full(ids[None], images=image), base(ids[None], images=image), atol=1e-6, rtol=0)
     assert full.last_stats.visual_per_layer[:, 0].tolist() == [576] * 32
 
 
@@ -123,7 +123,7 @@ def test_cached_generation_equals_pruned_recomputation(vd64, gqa_questions):
     kept = model.last_stats.stage_origins
     for step in range(tokens.shape[1]):
         recomputed = model(torch.cat([ids, tokens[0, :step]])[None], images=image)[0, -1]
-        torch.testing.assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
+        assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
         assert all(torch.equal(a[0], b[0]) for a, b in zip(kept, model.last_stats.stage_origins))
 
 
@@ -158,7 +158,7 @@ def test_sdpa_and_eager_keep_the_same_tokens(vd64, load_tiny, gqa_questions):
     assert model.config._attn_implementation == "sdpa" and eager.config._attn_implementation == "eager"
     assert [o[0].tolist() for o in model.last_stats.stage_origins] == \
         [o[0].tolist() for o in eager.last_stats.stage_origins]
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    assert_close(a, b, atol=1e-4, rtol=0)
 
 
 def test_merge_off_keeps_counts_and_changes_tokens(load_tiny, vd64, gqa_questions):
@@ -180,7 +180,7 @@ def test_mixed_batch_takes_the_per_sample_path(vd64):
     _, logits = model.generate(ids, images=torch.cat(images), attention_mask=mask, max_new_tokens=4,
                                return_logits=True)
     for i, l1 in enumerate(single):
-        torch.testing.assert_close(logits[i, : l1.shape[1]], l1[0], atol=1e-4, rtol=0)
+        assert_close(logits[i, : l1.shape[1]], l1[0], atol=1e-4, rtol=0)
     assert model.last_stats.visual_per_layer[:, 0].tolist() == model.last_stats.visual_per_layer[:, 1].tolist()
 
 
