@@ -102,8 +102,8 @@ def test_fastv_keep_derived_from_the_budget():
         assert load_config(raw={"method": "fastv", "budget": budget}).options.keep == keep
     with pytest.raises(ConfigError, match="at least 2\\*576/32 = 36.0"):
         load_config(raw={"method": "fastv", "budget": 32})
-    with pytest.raises(ConfigError, match="only 'static'"):
-        load_config(raw={"method": "fastv", "budget": 64, "decode": "dynamic"})
+    with pytest.raises(ConfigError, match="expected 'static'"):
+        load_config(raw={"method": "fastv", "budget": 64, "decode": "cached"})
 
 
 def test_sparsevlm_recycling_counts():
@@ -324,3 +324,19 @@ def test_sdpa_stays_on_and_matches_eager(tiny, eager, method):
     assert [o[0].tolist() for o in model.last_stats.stage_origins] == \
         [o[0].tolist() for o in reference.last_stats.stage_origins]
     assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_fastv_dynamic_decode_reprunes_every_step(tiny):
+    """decode: dynamic (the released scripts): no cache, each step re-scores from the current last token, so every
+    step's logits equal a plain pruned forward over prompt + tokens so far; the first step equals static mode."""
+    tok, model = tiny
+    ids, image = encode_prompt(tok, QUESTIONS[0]), stand_in_image(5)
+    model.set_pruning(load_config(raw={"method": "fastv", "budget": 64}))
+    static_tokens, static_logits = model.generate(ids[None], images=image, max_new_tokens=4, return_logits=True)
+    model.set_pruning(load_config(raw={"method": "fastv", "budget": 64, "decode": "dynamic"}))
+    tokens, logits = model.generate(ids[None], images=image, max_new_tokens=4, return_logits=True)
+    assert_close(logits[0, 0], static_logits[0, 0], atol=1e-5, rtol=0)
+    for step in range(tokens.shape[1]):
+        recomputed = model(torch.cat([ids, tokens[0, :step]])[None], images=image)[0, -1]
+        assert_close(logits[0, step], recomputed, atol=1e-5, rtol=0)
+    assert model.last_stats.visual_per_layer[2:, 0].tolist() == [30] * 30  # re-pruned to keep = 30 every step

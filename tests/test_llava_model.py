@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_batch_equals_one_at_a_time, assert_close, encode_prompt, stand_in_image
+from conftest import assert_batch_equals_one_at_a_time, assert_close, encode_prompt, right_pad, stand_in_image
 from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
@@ -162,3 +162,15 @@ def test_run_llava_cli(tiny_path, tmp_path, capsys):
     main(["--model-path", str(tiny_path), "--image-file", str(tmp_path / "red.jpg"), "--query", "What is it?",
           "--max-new-tokens", "4", "--device", "cpu", "--config", str(ROOT / "configs/visiondrop/llava15_64.yaml")])
     assert capsys.readouterr().out.endswith("\n")
+
+
+def test_generation_without_cache_equals_cached(base):
+    tok, model = base
+    prompts = [encode_prompt(tok, "<image>\nWhat is it?"), encode_prompt(tok, "<image>\nHow many cups are there?")]
+    ids, mask = right_pad(prompts)
+    images = torch.cat([stand_in_image(6), stand_in_image(7)])
+    cached = model.generate(ids, images=images, attention_mask=mask, max_new_tokens=4, return_logits=True)
+    recomputed = model.generate(ids, images=images, attention_mask=mask, max_new_tokens=4, return_logits=True,
+                                use_cache=False)
+    assert torch.equal(cached[0], recomputed[0])
+    assert_close(recomputed[1], cached[1], atol=1e-5, rtol=0)

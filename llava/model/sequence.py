@@ -56,6 +56,18 @@ class SequenceBatch:
     def with_hidden(self, hidden: torch.Tensor) -> SequenceBatch:
         return replace(self, hidden=hidden)
 
+    def append(self, embeds: torch.Tensor) -> SequenceBatch:
+        """The batch with one more real token per row (embeds [B, 1, D]) placed after each row's last one."""
+        rows = torch.arange(self.hidden.shape[0], device=self.hidden.device)
+        at = self.lengths.to(self.hidden.device)
+        hidden = torch.cat([self.hidden, torch.zeros_like(self.hidden[:, :1])], dim=1)
+        hidden[rows, at] = embeds[:, 0].to(hidden.dtype)
+        key_mask = torch.cat([self.key_mask, torch.zeros_like(self.key_mask[:, :1])], dim=1)
+        key_mask[rows, at] = True
+        positions = torch.cat([self.positions, torch.zeros_like(self.positions[:, :1])], dim=1)
+        positions[rows, at] = self.positions.masked_fill(~self.key_mask, -1).max(dim=1).values + 1
+        return replace(self, hidden=hidden, key_mask=key_mask, positions=positions, lengths=self.lengths + 1)
+
 
 def attention_bias(
     key_mask: torch.Tensor, padded: bool, q_len: int, dtype: torch.dtype, implementation: str

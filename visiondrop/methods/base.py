@@ -27,6 +27,7 @@ class Method:
     Options: ClassVar[type]
     has_encoder_stage: ClassVar[bool] = False
     compact_positions: bool = True
+    cached_decode: bool = True  # False: decode re-runs the pruned prefill every step (FastV's dynamic mode)
     score_layer_offset: ClassVar[int] = 0
 
     def __init__(self, options):

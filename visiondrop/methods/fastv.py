@@ -22,7 +22,7 @@ class FastVOptions:
     keep: int | None = None  # None: derived from the config's budget, k = round((L*B - K*N) / (L - K))
     prune_ratio: float | None = None  # R: each sample keeps round(N_img * (1 - R)) of its own N_img (NeXT, 2.4)
     window_offset: int = 0  # 1: the released scripts' window [start+1, start+1+N) (FV-1)
-    decode: str = "static"  # static prefill pruning with the KV cache (FV-3); dynamic is not implemented
+    decode: str = "static"  # static: prune once in prefill, KV cache (FV-3); dynamic: re-prune every step, no cache
 
     def __post_init__(self):
         if self.K < 1:
@@ -35,9 +35,9 @@ class FastVOptions:
             raise ValueError(f"prune_ratio={self.prune_ratio}: the pruned fraction R must be in [0, 1)")
         if self.window_offset not in (0, 1):
             raise ValueError(f"window_offset={self.window_offset}: expected 0 (correct) or 1 (released scripts)")
-        if self.decode != "static":
-            raise ValueError(f"decode={self.decode!r}: only 'static' is implemented (dynamic re-pruning needs "
-                             "a cache-free decode loop)")
+        if self.decode not in ("static", "dynamic"):
+            raise ValueError(f"decode={self.decode!r}: expected 'static' (cached, the only mode with a speed-up) "
+                             "or 'dynamic' (the released scripts: no cache, re-pruned from the current last token)")
 
 
 def fastv_keep(budget: float, n_visual: int, n_layers: int, first_pruned: int) -> int:
@@ -57,6 +57,7 @@ class FastV(Method):
     def __init__(self, options: FastVOptions):
         super().__init__(options)
         self.boundaries = (options.K,)
+        self.cached_decode = options.decode == "static"
 
     def options_for_budget(self, budget: float, n_visual: int, n_layers: int) -> FastVOptions:
         if self.options.keep is not None or self.options.prune_ratio is not None:

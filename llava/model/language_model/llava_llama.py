@@ -38,6 +38,7 @@ class StageReducer(Protocol):
 
     boundaries: tuple[int, ...]
     compact_positions: bool
+    cached_decode: bool  # False: every decode step re-runs the pruned prefill over prompt + generated tokens
     score_layer_offset: int  # 0: score with the layer about to run; -1: with the previous layer (its input too)
 
     def begin_prefill(self, batch: SequenceBatch) -> None: ...
@@ -238,12 +239,17 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
         eos_token_id: int | None = None,
         pad_token_id: int = 0,
         return_logits: bool = False,
+        use_cache: bool | None = None,
     ):
-        """Prefill once, then decode with the KV cache. Returns the new token ids [B, n] (padded with
-        `pad_token_id` after EOS), and with `return_logits` also the per-step logits [B, n, V]."""
+        """Prefill once, then decode with the KV cache (or, with `use_cache=False`, re-run the whole pruned
+        prefill over prompt + generated tokens at every step; None = the reducer's `cached_decode`). Returns the
+        new token ids [B, n] (padded with `pad_token_id` after EOS), with `return_logits` also the per-step
+        logits [B, n, V]."""
         eos = self.config.eos_token_id if eos_token_id is None else eos_token_id
+        if use_cache is None:
+            use_cache = getattr(self.model.reducer, "cached_decode", True)
         batch = self.prepare_multimodal_batch(input_ids, attention_mask, images, image_sizes)
-        cache = DynamicCache()
+        cache = DynamicCache() if use_cache else None
         final, last_index, segments, self.last_stats = self.model.prefill(batch, cache)
         rows = torch.arange(final.shape[0], device=final.device)
         logits = self.lm_head(final[rows, last_index]).float()
@@ -259,8 +265,13 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
             done |= token == eos if eos is not None else torch.zeros_like(done)
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
-            hidden = self.model.decode_step(self.model.embed_tokens(token)[:, None], cache, segments)
-            logits = self.lm_head(hidden[:, -1]).float()
+            embeds = self.model.embed_tokens(token)[:, None]
+            if use_cache:
+                logits = self.lm_head(self.model.decode_step(embeds, cache, segments)[:, -1]).float()
+            else:
+                batch = batch.append(embeds)
+                final, last_index, _, self.last_stats = self.model.prefill(batch, None)
+                logits = self.lm_head(final[rows, last_index]).float()
         out = torch.stack(tokens, dim=1)
         return (out, torch.stack(step_logits, dim=1)) if return_logits else out
 
