@@ -200,3 +200,24 @@ def test_visualize_tokens_draws_every_stage(tiny_path, tmp_path, capsys):
     drawn = json.loads(capsys.readouterr().out.split("per stage ")[1])
     # 96 / 70 / 52 / 38 visual tokens; a surviving CLS token (origin -1) has no patch to draw
     assert all(n - 1 <= k <= n for k, n in zip(drawn, [96, 70, 52, 38], strict=True))
+
+
+def test_clean_options_change_only_what_they_name(load_tiny, vd64, gqa_questions):
+    tok, model = vd64
+    ids, image = encode_prompt(tok, gqa_questions[6]["text"]), stand_in_image(18)
+    model(ids[None], images=image)
+    faithful = [o[0].tolist() for o in model.last_stats.stage_origins]
+    # VD-8: original positions; the first LLM stage scores on identical positions, so it keeps the same tokens,
+    # and cached decoding still equals recomputation (decode positions follow each group's last position).
+    _, original = load_tiny(CONFIGS / "llava15_64.yaml", ["llm.positions=original"])
+    tokens, logits = original.generate(ids[None], images=image, max_new_tokens=3, return_logits=True)
+    assert [o[0].tolist() for o in original.last_stats.stage_origins][:2] == faithful[:2]
+    for step in range(tokens.shape[1]):
+        recomputed = original(torch.cat([ids, tokens[0, :step]])[None], images=image)[0, -1]
+        assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
+    # VD-2: divide key j's score by the N - j queries that can see it; the encoder stage is untouched.
+    _, visible = load_tiny(CONFIGS / "llava15_64.yaml", ["llm.divisor=visible"])
+    visible(ids[None], images=image)
+    cleaned = [o[0].tolist() for o in visible.last_stats.stage_origins]
+    assert cleaned[0] == faithful[0] and cleaned[1] != faithful[1]
+    assert visible.last_stats.visual_per_layer.equal(model.last_stats.visual_per_layer)

@@ -8,6 +8,7 @@ schedules whose average does not match the stated budget are errors that name th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,16 +61,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Set dotted keys in a raw config dict; a key must already exist (header keys may be added)."""
+    """Set dotted keys in a raw config dict (copied, not changed). Keys the file leaves at their default may be
+    set too; whether a key exists at all is checked once, against the method's options (`build_options`)."""
+    raw = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
         node = raw
         for depth, part in enumerate(path[:-1]):
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"override {text!r}: unknown key {'.'.join(path[: depth + 1])!r}")
-            node = node[part]
-        if path[-1] not in node and not (len(path) == 1 and path[0] in HEADER_KEYS):
-            raise ConfigError(f"override {text!r}: unknown key {'.'.join(path)!r}")
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: depth + 1])!r} is a value, not a section")
         node[path[-1]] = value
     return raw
 
@@ -109,7 +110,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: 
             raw = yaml.safe_load(p.read_text()) or {}
             if not isinstance(raw, dict):
                 raise ConfigError(f"config file {p}: expected a mapping at the top level")
-    raw = apply_overrides(dict(raw), list(overrides))
+    raw = apply_overrides(raw, list(overrides))
     header = {k: raw.pop(k) for k in HEADER_KEYS if k in raw}
     cfg = PruningConfig(**header, source=str(path or ""))
     if cfg.model not in MODEL_GEOMETRY:

@@ -35,10 +35,16 @@ class LLMOptions:
     per_sub_image: bool = False  # true: `tokens` pairs are per sub-image, a sample keeps n_sub x each (NeXT)
     scoring: str = "visual"  # visual: all visual queries (VisionDrop); text: last instruction token (PDrop-style)
     score_memory_mib: float = 128  # attention maps of the scoring are built in chunks that fit in this
+    divisor: str = "all"  # VD-2 clean option "visible": key j's score divided by the N - j queries that see it
+    positions: str = "compact"  # VD-8 clean option "original": kept tokens keep their positions (FastV style)
 
     def __post_init__(self):
         if self.scoring not in ("visual", "text"):
             raise ValueError(f"llm.scoring={self.scoring!r}: expected 'visual' or 'text'")
+        if self.divisor not in ("all", "visible"):
+            raise ValueError(f"llm.divisor={self.divisor!r}: expected 'all' (faithful) or 'visible'")
+        if self.positions not in ("compact", "original"):
+            raise ValueError(f"llm.positions={self.positions!r}: expected 'compact' (faithful) or 'original'")
         if len(self.tokens) != len(self.layers):
             raise ValueError(f"llm.tokens has {len(self.tokens)} [dominant, contextual] pairs for "
                              f"{len(self.layers)} llm.layers")
@@ -71,6 +77,7 @@ class VisionDrop(Method):
         super().__init__(options)
         self.has_encoder_stage = options.encoder.enabled
         self.boundaries = tuple(options.llm.layers) if options.llm.enabled else ()
+        self.compact_positions = options.llm.positions == "compact"
 
     def _split(self, dominant: int, contextual: int) -> tuple[int, int]:
         return (dominant, contextual) if self.options.merge else (dominant + contextual, 0)
@@ -162,6 +169,8 @@ class VisionDrop(Method):
             rows = query_pos = lasts.to(device)[:, None]
         q, k = llm_query_key(hidden, layer, cos, sin, rows)
         scores = attention_to_columns(q, k, query_pos, visual, opts.score_memory_mib)
+        if opts.divisor == "visible" and opts.scoring == "visual":  # undo the causal early-token bias
+            scores = scores * (n_vis / torch.arange(n_vis, 0, -1, device=device)).to(scores.dtype)
         dom = top_indices_ascending(scores, d)
         rest = complement(n_vis, dom)
         metric = take_rows(self._segment(k, visual).mean(dim=-2), rest)  # post-RoPE keys, head mean
