@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import assert_batch_equals_one_at_a_time, assert_close, encode_prompt, stand_in_image
 from transformers import CLIPVisionConfig, LlamaConfig
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
@@ -15,7 +16,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from llava.model.sequence import SequenceBatch
 from visiondrop.config import ConfigError, load_config, validate_budget
-from visiondrop.merging import diverse_subset, dpc_knn_merge
+from visiondrop.merging import dpc_knn_merge
 from visiondrop.methods.fastv import FastV, FastVOptions
 from visiondrop.methods.pdrop import PDrop, PDropOptions
 from visiondrop.methods.replay import Replay
@@ -27,6 +28,27 @@ from visiondrop.scoring import last_token_attention
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 N = 576
+
+
+def diverse_subset(tokens: torch.Tensor, residual: torch.Tensor, n_keep: int, step: int = 8) -> torch.Tensor:
+    """Reference (one image, a plain loop) for VisPruner's diverse tokens: reduce the index list `residual`
+    (into tokens [T, C]) to `n_keep` entries.
+
+    Each round splits the list into a = even and b = odd list positions, takes each a-token's highest cosine
+    similarity to any b-token, drops the r = min(step, len - n_keep) most similar a-tokens and continues with
+    [remaining a, descending similarity] + [all b]. Returns the surviving indices in list order.
+    """
+    if n_keep <= 0:
+        return residual[:0]
+    unit = F.normalize(tokens.float(), dim=-1)
+    rest = residual
+    while rest.numel() > n_keep:
+        r = min(step, rest.numel() - n_keep)
+        a, b = rest[0::2], rest[1::2]
+        similarity = (unit[a] @ unit[b].T).max(dim=1).values
+        order = torch.sort(similarity, descending=True, stable=True).indices
+        rest = torch.cat([a[order[r:]], b])
+    return rest
 
 
 def per_row(reductions):

@@ -52,26 +52,6 @@ def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int,
     return tokens[..., targets, :] + sums / sizes.clamp(min=1), targets
 
 
-def diverse_subset(tokens: torch.Tensor, residual: torch.Tensor, n_keep: int, step: int = 8) -> torch.Tensor:
-    """VisPruner's diverse tokens: reduce the index list `residual` (into tokens [T, C]) to `n_keep` entries.
-
-    Each round splits the list into a = even and b = odd list positions, takes each a-token's highest cosine
-    similarity to any b-token, drops the r = min(step, len - n_keep) most similar a-tokens and continues with
-    [remaining a, descending similarity] + [all b]. Returns the surviving indices in list order.
-    """
-    if n_keep <= 0:
-        return residual[:0]
-    unit = F.normalize(tokens.float(), dim=-1)
-    rest = residual
-    while rest.numel() > n_keep:
-        r = min(step, rest.numel() - n_keep)
-        a, b = rest[0::2], rest[1::2]
-        similarity = (unit[a] @ unit[b].T).max(dim=1).values
-        order = torch.sort(similarity, descending=True, stable=True).indices
-        rest = torch.cat([a[order[r:]], b])
-    return rest
-
-
 def dpc_knn_merge(tokens: torch.Tensor, n_clusters: int,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster tokens [n, C] with DPC-KNN (SparseVLM's recycling) and return each cluster's mean.

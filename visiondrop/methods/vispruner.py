@@ -30,12 +30,12 @@ class VisPrunerOptions:
 
 
 def diverse_subset_batched(tokens: torch.Tensor, residual: torch.Tensor, n_keep: int, step: int = 8) -> torch.Tensor:
-    """`merging.diverse_subset` for every image at once: tokens [n, T, C], residual [n, R] -> [n, n_keep].
-
-    All images have the same counts, so every round has the same shapes: the cosine similarities among the
-    residual tokens are computed once, and each round's even/odd split, max similarity and drop of the r most
-    similar a-tokens run with a leading image dim on list positions. Shapes are known on the host, so the
-    rounds never wait for the device.
+    """VisPruner's diverse tokens (methods spec §5) for every image at once: tokens [n, T, C], residual [n, R]
+    -> [n, n_keep]. Each round splits the list into a = even and b = odd positions, drops the r = min(step,
+    len - n_keep) a-tokens most similar to any b-token (max cosine) and continues with [remaining a, descending
+    similarity] + [all b]. All images have the same counts, so every round has the same shapes: similarities
+    among the residual tokens are computed once and each round runs with a leading image dim on list
+    positions. Shapes are known on the host, so the rounds never wait for the device.
     """
     if n_keep <= 0:
         return residual[:, :0]
