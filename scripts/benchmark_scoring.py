@@ -5,7 +5,9 @@ Vicuna-7B shapes (no download): time share and extra peak memory of the three LL
 
 For N visual tokens (plus --text text tokens) the LLM stages keep the schedule of the budget N/9 with the
 VisionDrop rule (n1 = N/6 = 1.5 B at the encoder output is skipped here: the prefill starts with N tokens at
-layer 0, the harder case for scoring). Batch 1, fp16, SDPA by default.
+layer 0, the harder case for scoring). Batch 1, fp16, SDPA by default. The same stages run three ways, with
+identical results: the chunked torch score (eager), the Triton score (eager), and the Triton score with every
+stage replayed from a CUDA graph (the default on a GPU for small batches).
 """
 
 from __future__ import annotations
@@ -76,49 +78,62 @@ def build_llm(dtype: torch.dtype, attn: str) -> LlavaLlamaModel:
     return model
 
 
+VARIANTS = {  # llm options of each way to run the same stages (identical results)
+    "torch-eager": {"score_kernel": "torch", "graph_max_tokens": 0},
+    "triton-eager": {"score_kernel": "triton", "graph_max_tokens": 0},
+    "triton-graph": {"score_kernel": "triton", "graph_max_tokens": 1 << 20},
+}
+
+
+def visiondrop_method(pairs, memory_mib: float, llm: dict):
+    raw = {"method": "visiondrop", "encoder": {"enabled": False},
+           "llm": {"tokens": pairs, "score_memory_mib": memory_mib, **llm}}
+    return build_method(load_config(raw=raw))
+
+
+def timed_prefill(model, batch, reducer, repeats: int) -> dict:
+    """Median wall time of the prefill and of the reducer's calls within it (3 untimed warm-up runs)."""
+    model.reducer = reducer
+    times = []
+    for i in range(repeats + 3):
+        if reducer is not None:
+            reducer.seconds.clear()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.prefill(batch, DynamicCache())
+        torch.cuda.synchronize()
+        if i >= 3:
+            times.append((time.perf_counter() - start, sum(reducer.seconds) if reducer else 0.0))
+    return dict(prefill_ms=statistics.median(t for t, _ in times) * 1e3,
+                selection_ms=statistics.median(s for _, s in times) * 1e3)
+
+
 @torch.inference_mode()
 def measure(model, n_visual: int, n_text: int, repeats: int, memory_mib: float) -> dict:
     pairs = schedule_for(n_visual)
-    cfg = load_config(raw={"method": "visiondrop", "encoder": {"enabled": False},
-                           "llm": {"tokens": pairs, "score_memory_mib": memory_mib}})
-    timed = TimedReducer(build_method(cfg))
     dtype = next(model.parameters()).dtype
     length = n_text + n_visual
     batch = SequenceBatch(
         hidden=torch.randn(1, length, 4096, device="cuda", dtype=dtype),
         key_mask=torch.ones(1, length, dtype=torch.bool, device="cuda"),
         positions=torch.arange(length, device="cuda")[None],
-        visual_start=torch.tensor([35], device="cuda"), visual_len=torch.tensor([n_visual], device="cuda"),
+        visual_start=torch.tensor([35]), visual_len=torch.tensor([n_visual]),
         origin=[torch.arange(n_visual, device="cuda")])
-    results = {}
-    for name, reducer in (("unpruned", None), ("visiondrop", timed)):
-        model.reducer = reducer
-        times = []
-        for i in range(repeats + 3):
-            timed.seconds.clear()
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            model.prefill(batch, DynamicCache())
-            torch.cuda.synchronize()
-            if i >= 3:
-                times.append((time.perf_counter() - start, sum(timed.seconds)))
-        results[name] = dict(prefill_ms=statistics.median(t for t, _ in times) * 1e3,
-                             selection_ms=statistics.median(s for _, s in times) * 1e3)
-    # Extra memory of one scoring + merge at the first boundary (the largest), on top of the live sequence.
-    hidden = batch.hidden
-    rope = model.rotary_emb(hidden, batch.positions)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    timed.method.reduce(1, 8, batch, model.layers[8], rope)
-    torch.cuda.synchronize()
-    extra = torch.cuda.max_memory_allocated() - base
-    vd = results["visiondrop"]
-    return dict(n_visual=n_visual, n_text=n_text, schedule=pairs, score_memory_mib=memory_mib, **{
-        "unpruned_prefill_ms": results["unpruned"]["prefill_ms"],
-        "pruned_prefill_ms": vd["prefill_ms"], "selection_ms": vd["selection_ms"],
-        "selection_share_of_pruned_prefill": vd["selection_ms"] / vd["prefill_ms"],
-        "scoring_extra_peak_mib": extra / 2**20})
+    row = dict(n_visual=n_visual, n_text=n_text, schedule=pairs, score_memory_mib=memory_mib,
+               unpruned_prefill_ms=timed_prefill(model, batch, None, repeats)["prefill_ms"])
+    rope = model.rotary_emb(batch.hidden, batch.positions)
+    for name, llm in VARIANTS.items():
+        # Extra peak memory of a fresh method's first stage-1 call (the largest; a graph's capture included).
+        method = visiondrop_method(pairs, memory_mib, llm)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        method.reduce(1, 8, batch, model.layers[8], rope)
+        torch.cuda.synchronize()
+        extra = torch.cuda.max_memory_allocated() - base
+        times = timed_prefill(model, batch, TimedReducer(method), repeats)
+        row[name] = dict(**times, share=times["selection_ms"] / times["prefill_ms"], extra_peak_mib=extra / 2**20)
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,13 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
     print(f"# {env}")
-    print("| N visual | unpruned prefill ms | pruned prefill ms | selection ms | share | extra peak MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| N visual | unpruned prefill ms | variant | pruned prefill ms | selection ms | share | extra peak MiB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n_visual']} | {r['unpruned_prefill_ms']:.2f} | {r['pruned_prefill_ms']:.2f} | "
-              f"{r['selection_ms']:.2f} | {100 * r['selection_share_of_pruned_prefill']:.2f}% | "
-              f"{r['scoring_extra_peak_mib']:.1f} |")
-
+        for name in VARIANTS:
+            v = r[name]
+            print(f"| {r['n_visual']} | {r['unpruned_prefill_ms']:.2f} | {name} | {v['prefill_ms']:.2f} | "
+                  f"{v['selection_ms']:.2f} | {100 * v['share']:.2f}% | {v['extra_peak_mib']:.1f} |")
 
 if __name__ == "__main__":
     main()

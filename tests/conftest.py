@@ -34,6 +34,8 @@ def tiny_path(tmp_path_factory) -> Path:
 # on a GPU (tolerances are set for fp32, so some comparisons are expected to fail in fp16).
 TEST_DEVICE = os.environ.get("VISIONDROP_TEST_DEVICE", "cpu")
 TEST_DTYPE = getattr(torch, os.environ.get("VISIONDROP_TEST_DTYPE", "float32"))
+if TEST_DEVICE == "cpu":  # Triton kernels run in its interpreter (set before any kernel is defined)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,7 @@ def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int,
     targets, candidates = _stride_split(n_rest, n_targets, tokens.device)
     unit = F.normalize(metric, dim=-1)
     assign = (unit[..., candidates, :] @ unit[..., targets, :].transpose(-1, -2)).argmax(dim=-1)
-    one_hot = F.one_hot(assign, len(targets)).to(tokens.dtype)  # [..., R - c, c]
+    one_hot = (assign[..., None] == torch.arange(len(targets), device=assign.device)).to(tokens.dtype)  # [.., R-c, c]
     sums = one_hot.transpose(-1, -2) @ tokens[..., candidates, :]
     sizes = one_hot.sum(dim=-2)[..., None]
     if fusion == "size_weighted":

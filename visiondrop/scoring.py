@@ -8,6 +8,7 @@ every layer keeps its fast attention kernel. Encoder stages use the selected CLI
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 
 import torch
@@ -89,6 +90,30 @@ def attention_to_columns(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tens
         part = probs.float().sum(dim=-2)
         total = part if total is None else total + part
     return (total / q.shape[-3]).to(dtype)
+
+
+def visual_attention(q: torch.Tensor, k: torch.Tensor, first: int, memory_mib: float = 128,
+                     kernel: str = "auto") -> torch.Tensor:
+    """VisionDrop's score [B, N]: mean attention that the visual queries q [B, N, H, d] (sequence indices
+    first..first+N-1) pay to each visual key, over keys k [B, T, H, d]. kernel "triton": visiondrop.kernels
+    (same rounding points, no attention map stored; fp16/bf16); "torch": `attention_to_columns` in chunks of
+    `memory_mib`; "auto": Triton for fp16/bf16 on CUDA when it is installed, else torch."""
+    if kernel == "auto":
+        head_dim = q.shape[-1]
+        fits = q.dtype in (torch.float16, torch.bfloat16) and head_dim >= 16 and not head_dim & (head_dim - 1)
+        kernel = "triton" if q.is_cuda and fits and _triton_installed() else "torch"
+    if kernel == "triton":
+        from visiondrop.kernels import visual_attention_scores
+
+        return visual_attention_scores(q, k, first)
+    n = q.shape[-3]
+    return attention_to_columns(q, k, torch.arange(first, first + n, device=q.device), slice(first, first + n),
+                                memory_mib)
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 def last_token_attention(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,

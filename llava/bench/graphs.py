@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from llava.bench.runner import summary
+from visiondrop.graphs import capture
 
 
 def layer_segments(counts: list[int]) -> list[tuple[int, int, int]]:
@@ -64,15 +65,7 @@ def graph_prefill(model, counts: list[int], text_tokens: int, warmup: int, repea
     """Median / p10 / p90 ms of the prefill layers, eager and replayed from a CUDA graph, and their ratio."""
     forward = stage_forward(model, counts, text_tokens, batch)
     eager = _time_ms(forward, warmup, repeats)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            forward()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        forward()
+    graph, _ = capture(forward, warmup=3)
     replay = _time_ms(graph.replay, warmup, repeats)
     del graph
     e, r = summary(eager), summary(replay)

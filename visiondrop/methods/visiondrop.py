@@ -4,16 +4,18 @@ output (stage s0) and before LLM layers 8/16/24 (stages s1-s3). Faithful to the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from visiondrop.encoder_stage import dominant_contextual, nominal_sub_images
+from visiondrop.graphs import GraphCache
 from visiondrop.merging import complement, contextual_merge, top_indices_ascending
 from visiondrop.methods.base import Method
 from visiondrop.reduction import Reduction
-from visiondrop.scoring import attention_to_columns, llm_query_key, take_rows
+from visiondrop.scoring import attention_to_columns, llm_query_key, take_rows, visual_attention
 
 
 @dataclass
@@ -34,7 +36,9 @@ class LLMOptions:
     tokens: list[list[int]] = field(default_factory=lambda: [[30, 5], [22, 4], [16, 3]])
     per_sub_image: bool = False  # true: `tokens` pairs are per sub-image, a sample keeps n_sub x each (NeXT)
     scoring: str = "visual"  # visual: all visual queries (VisionDrop); text: last instruction token (PDrop-style)
-    score_memory_mib: float = 128  # attention maps of the scoring are built in chunks that fit in this
+    score_memory_mib: float = 128  # torch scoring path: attention maps are built in chunks that fit in this
+    score_kernel: str = "auto"  # triton (no map stored) | torch | auto: triton for fp16/bf16 on CUDA if installed
+    graph_max_tokens: int = 4096  # stages over at most batch x prefix tokens replay a CUDA graph (0: never)
     divisor: str = "all"  # VD-2 clean option "visible": key j's score divided by the N - j queries that see it
     positions: str = "compact"  # VD-8 clean option "original": kept tokens keep their positions (FastV style)
 
@@ -52,6 +56,10 @@ class LLMOptions:
             raise ValueError(f"llm.tokens: every entry must be [dominant, contextual] >= 0, got {self.tokens}")
         if sorted(set(self.layers)) != list(self.layers) or (self.layers and self.layers[0] < 1):
             raise ValueError(f"llm.layers must be strictly increasing layer numbers >= 1, got {self.layers}")
+        if self.score_kernel not in ("auto", "triton", "torch"):
+            raise ValueError(f"llm.score_kernel={self.score_kernel!r}: expected 'auto', 'triton' or 'torch'")
+        if self.graph_max_tokens < 0:
+            raise ValueError("llm.graph_max_tokens must be >= 0 (0 disables CUDA graphs)")
         if self.score_memory_mib <= 0:
             raise ValueError("llm.score_memory_mib must be > 0")
 
@@ -78,6 +86,7 @@ class VisionDrop(Method):
         self.has_encoder_stage = options.encoder.enabled
         self.boundaries = tuple(options.llm.layers) if options.llm.enabled else ()
         self.compact_positions = options.llm.positions == "compact"
+        self.graphs = GraphCache()
 
     def _split(self, dominant: int, contextual: int) -> tuple[int, int]:
         return (dominant, contextual) if self.options.merge else (dominant + contextual, 0)
@@ -156,29 +165,44 @@ class VisionDrop(Method):
         """Score, select and merge the visual segments [start, start + n_vis) of every row of `hidden`
         (`starts`, `lasts`: host tensors of each row's segment start and last real index)."""
         opts = self.options.llm
-        device = hidden.device
         first = int(starts[0])
-        if bool((starts == first).all()):  # one shared span (the usual case): slices are views, no gathers
-            visual = slice(first, first + n_vis)
-            visual_index = torch.arange(first, first + n_vis, device=device)[None]
-        else:
-            visual = visual_index = starts.to(device)[:, None] + torch.arange(n_vis, device=device)
-        if opts.scoring == "visual":
-            rows, query_pos = visual, visual_index
-        else:
-            rows = query_pos = lasts.to(device)[:, None]
+        if opts.scoring == "visual" and bool((starts == first).all()):
+            # One shared span (the usual case): only the prefix up to the span's end matters (visual queries
+            # never see later tokens), so the work has static shapes and small inputs can replay a CUDA graph.
+            end = first + n_vis
+            inputs = (hidden[:, :end], cos[:, :end], sin[:, :end])
+            run = functools.partial(self._reduce_span, first=first, layer=layer, d=d, c=c)
+            if hidden.is_cuda and hidden.shape[0] * end <= opts.graph_max_tokens:
+                key = (id(layer), tuple(inputs[0].shape), hidden.dtype, hidden.device, first, d, c)
+                return Reduction(*self.graphs.run(key, run, *inputs))
+            return Reduction(*run(*inputs))
+        # Text-guided scoring, or rows whose spans differ: per-row indices.
+        visual = starts.to(hidden.device)[:, None] + torch.arange(n_vis, device=hidden.device)
+        rows = visual if opts.scoring == "visual" else lasts.to(hidden.device)[:, None]
         q, k = llm_query_key(hidden, layer, cos, sin, rows)
-        scores = attention_to_columns(q, k, query_pos, visual, opts.score_memory_mib)
-        if opts.divisor == "visible" and opts.scoring == "visual":  # undo the causal early-token bias
-            scores = scores * (n_vis / torch.arange(n_vis, 0, -1, device=device)).to(scores.dtype)
+        scores = self._rescale(attention_to_columns(q, k, rows, visual, opts.score_memory_mib))
+        return Reduction(*self._select_and_merge(take_rows(hidden, visual), take_rows(k, visual), scores, d, c))
+
+    def _reduce_span(self, hidden, cos, sin, first, layer, d, c) -> tuple[torch.Tensor, ...]:
+        """Visual-only reduction of rows whose visual span is [first, end of `hidden`)."""
+        q, k = llm_query_key(hidden, layer, cos, sin, slice(first, None))
+        scores = self._rescale(visual_attention(q, k, first, self.options.llm.score_memory_mib,
+                                                self.options.llm.score_kernel))
+        return self._select_and_merge(hidden[:, first:], k[:, first:], scores, d, c)
+
+    def _rescale(self, scores: torch.Tensor) -> torch.Tensor:
+        """The VD-2 clean option: divide key j's score by the N - j visual queries that see it."""
+        if self.options.llm.divisor == "all" or self.options.llm.scoring != "visual":
+            return scores
+        n = scores.shape[-1]
+        return scores * (n / torch.arange(n, 0, -1, device=scores.device)).to(scores.dtype)
+
+    def _select_and_merge(self, segment, keys, scores, d, c) -> tuple[torch.Tensor, ...]:
+        """Dominant tokens (top-d scores, ascending) and the rest merged into c contextual tokens by the
+        similarity of their post-RoPE keys (head mean). Returns (keep, merged, merged_index) of a Reduction."""
+        n_vis = segment.shape[-2]
         dom = top_indices_ascending(scores, d)
         rest = complement(n_vis, dom)
-        metric = take_rows(self._segment(k, visual).mean(dim=-2), rest)  # post-RoPE keys, head mean
-        segment = self._segment(hidden, visual)
+        metric = take_rows(keys.mean(dim=-2), rest)
         merged, targets = contextual_merge(take_rows(segment, rest), metric, c, self.options.fusion)
-        return Reduction(keep=dom, merged=merged, merged_index=rest[:, targets])
-
-    @staticmethod
-    def _segment(x: torch.Tensor, visual: slice | torch.Tensor) -> torch.Tensor:
-        """The visual rows of a batch x [B, T, ...]."""
-        return x[:, visual] if isinstance(visual, slice) else take_rows(x, visual)
+        return dom, merged, rest[:, targets]

@@ -1,0 +1,97 @@
+"""The Triton score kernel against the torch reference (on the CPU through Triton's interpreter, on a GPU
+compiled), and CUDA-graph replay of a VisionDrop stage against the eager stage (GPU only)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import TEST_DEVICE
+
+from llava.model.sequence import SequenceBatch
+from visiondrop.config import load_config
+from visiondrop.methods import build_method
+from visiondrop.scoring import attention_to_columns
+
+pytest.importorskip("triton")
+
+
+def random_qk(batch, first, n, heads, head_dim, extra_keys, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, n, heads, head_dim, generator=g) * 1.5
+    k = torch.randn(batch, first + n + extra_keys, heads, head_dim, generator=g) * 1.5
+    return q.half().to(TEST_DEVICE), k.half().to(TEST_DEVICE)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 70, 2, 32, 3), (2, 35, 130, 2, 16, 0), (1, 0, 64, 1, 64, 9)])
+def test_triton_score_equals_the_reference(shape):
+    from visiondrop.kernels import visual_attention_scores
+
+    batch, first, n, heads, head_dim, extra = shape
+    q, k = random_qk(batch, first, n, heads, head_dim, extra, seed=n)
+    ours = visual_attention_scores(q, k, first)
+    query_pos = torch.arange(first, first + n, device=q.device)
+    reference = attention_to_columns(q, k, query_pos, slice(first, first + n))
+    assert ours.dtype == reference.dtype == torch.float16 and ours.shape == (batch, n)
+    # Same rounding points: equal up to the fp32 summation order (one fp16 step at most).
+    torch.testing.assert_close(ours, reference, rtol=2**-10, atol=0)
+    assert torch.equal(ours.topk(n // 4).indices.sort().values, reference.topk(n // 4).indices.sort().values)
+
+
+def test_triton_score_rejects_what_it_cannot_compute():
+    from visiondrop.kernels import visual_attention_scores
+
+    q, k = random_qk(1, 4, 32, 2, 32, 0, seed=0)
+    with pytest.raises(ValueError, match="do not cover"):
+        visual_attention_scores(q, k[:, :20], 4)
+    with pytest.raises(ValueError, match="fp16 or bf16"):
+        visual_attention_scores(q.float(), k.float(), 4)
+    with pytest.raises(ValueError, match="power-of-two"):
+        visual_attention_scores(q[..., :24], k[..., :24], 4)
+
+
+def stage_inputs(tiny_llm_layer, rotary, batch: int, first: int, n_vis: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    length = first + n_vis + 7
+    hidden = torch.randn(batch, length, tiny_llm_layer.self_attn.q_proj.in_features, generator=g).half()
+    hidden = hidden.to(TEST_DEVICE)
+    positions = torch.arange(length, device=TEST_DEVICE)[None].expand(batch, -1)
+    seq = SequenceBatch(hidden=hidden, key_mask=torch.ones(batch, length, dtype=torch.bool, device=TEST_DEVICE),
+                        positions=positions, visual_start=torch.full((batch,), first),
+                        visual_len=torch.full((batch,), n_vis), origin=[torch.arange(n_vis)] * batch)
+    return seq, rotary(hidden, positions)
+
+
+def visiondrop_with(**llm) -> object:
+    raw = {"method": "visiondrop", "encoder": {"enabled": False}, "llm": {"tokens": [[20, 4], [12, 3], [8, 2]], **llm}}
+    return build_method(load_config(raw=raw))
+
+
+@pytest.fixture(scope="module")
+def fp16_layer(load_tiny):
+    _, model = load_tiny()
+    layer = copy.deepcopy(model.model.layers[8]).to(TEST_DEVICE, torch.float16)
+    return layer, model.model.rotary_emb
+
+
+def test_stage_is_the_same_with_either_score_kernel(fp16_layer):
+    layer, rotary = fp16_layer
+    batch, rope = stage_inputs(layer, rotary, batch=2, first=9, n_vis=90, seed=1)
+    triton_path = visiondrop_with(score_kernel="triton").reduce(1, 8, batch, layer, rope)
+    torch_path = visiondrop_with(score_kernel="torch").reduce(1, 8, batch, layer, rope)
+    assert torch.equal(triton_path.keep, torch_path.keep)
+    assert torch.equal(triton_path.merged_index, torch_path.merged_index)
+    assert torch.equal(triton_path.merged, torch_path.merged)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or TEST_DEVICE != "cuda", reason="CUDA graphs need a GPU")
+def test_graph_replay_equals_the_eager_stage(fp16_layer):
+    layer, rotary = fp16_layer
+    graphed, eager = visiondrop_with(), visiondrop_with(graph_max_tokens=0)
+    for seed in (1, 2, 3):  # the first call captures, later ones replay with new values
+        batch, rope = stage_inputs(layer, rotary, batch=2, first=9, n_vis=90, seed=seed)
+        a, b = graphed.reduce(1, 8, batch, layer, rope), eager.reduce(1, 8, batch, layer, rope)
+        assert torch.equal(a.keep, b.keep) and torch.equal(a.merged, b.merged)
+        assert torch.equal(a.merged_index, b.merged_index)
+    assert len(graphed.graphs.entries) == 1 and not eager.graphs.entries
