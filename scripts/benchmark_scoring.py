@@ -79,9 +79,9 @@ def build_llm(dtype: torch.dtype, attn: str) -> LlavaLlamaModel:
 
 
 VARIANTS = {  # llm options of each way to run the same stages (identical results)
-    "torch-eager": {"score_kernel": "torch", "graph_max_tokens": 0},
-    "triton-eager": {"score_kernel": "triton", "graph_max_tokens": 0},
-    "triton-graph": {"score_kernel": "triton", "graph_max_tokens": 1 << 20},
+    "torch-eager": {"kernels": "torch", "graph_max_tokens": 0},
+    "triton-eager": {"kernels": "triton", "graph_max_tokens": 0},
+    "triton-graph": {"kernels": "triton", "graph_max_tokens": 1 << 20},
 }
 
 
@@ -103,9 +103,11 @@ def timed_prefill(model, batch, reducer, repeats: int) -> dict:
         model.prefill(batch, DynamicCache())
         torch.cuda.synchronize()
         if i >= 3:
-            times.append((time.perf_counter() - start, sum(reducer.seconds) if reducer else 0.0))
+            times.append((time.perf_counter() - start, list(reducer.seconds) if reducer else [0.0]))
+    stages = zip(*(s for _, s in times))
     return dict(prefill_ms=statistics.median(t for t, _ in times) * 1e3,
-                selection_ms=statistics.median(s for _, s in times) * 1e3)
+                selection_ms=statistics.median(sum(s) for _, s in times) * 1e3,
+                selection_ms_per_stage=[statistics.median(s) * 1e3 for s in stages])
 
 
 @torch.inference_mode()
@@ -152,13 +154,15 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
     print(f"# {env}")
-    print("| N visual | unpruned prefill ms | variant | pruned prefill ms | selection ms | share | extra peak MiB |")
+    print("| N visual | unpruned prefill ms | variant | pruned prefill ms | selection ms (per stage) | share | "
+          "extra peak MiB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         for name in VARIANTS:
             v = r[name]
+            stages = " + ".join(f"{x:.2f}" for x in v["selection_ms_per_stage"])
             print(f"| {r['n_visual']} | {r['unpruned_prefill_ms']:.2f} | {name} | {v['prefill_ms']:.2f} | "
-                  f"{v['selection_ms']:.2f} | {100 * v['share']:.2f}% | {v['extra_peak_mib']:.1f} |")
+                  f"{v['selection_ms']:.2f} ({stages}) | {100 * v['share']:.2f}% | {v['extra_peak_mib']:.1f} |")
 
 if __name__ == "__main__":
     main()

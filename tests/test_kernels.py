@@ -45,7 +45,7 @@ def test_triton_score_rejects_what_it_cannot_compute():
     q, k = random_qk(1, 4, 32, 2, 32, 0, seed=0)
     with pytest.raises(ValueError, match="do not cover"):
         visual_attention_scores(q, k[:, :20], 4)
-    with pytest.raises(ValueError, match="fp16 or bf16"):
+    with pytest.raises(ValueError, match="take fp16"):
         visual_attention_scores(q.float(), k.float(), 4)
     with pytest.raises(ValueError, match="power-of-two"):
         visual_attention_scores(q[..., :24], k[..., :24], 4)
@@ -75,11 +75,11 @@ def fp16_layer(load_tiny):
     return layer, model.model.rotary_emb
 
 
-def test_stage_is_the_same_with_either_score_kernel(fp16_layer):
+def test_stage_is_the_same_with_either_kernels(fp16_layer):
     layer, rotary = fp16_layer
     batch, rope = stage_inputs(layer, rotary, batch=2, first=9, n_vis=90, seed=1)
-    triton_path = visiondrop_with(score_kernel="triton").reduce(1, 8, batch, layer, rope)
-    torch_path = visiondrop_with(score_kernel="torch").reduce(1, 8, batch, layer, rope)
+    triton_path = visiondrop_with(kernels="triton").reduce(1, 8, batch, layer, rope)
+    torch_path = visiondrop_with(kernels="torch").reduce(1, 8, batch, layer, rope)
     assert torch.equal(triton_path.keep, torch_path.keep)
     assert torch.equal(triton_path.merged_index, torch_path.merged_index)
     assert torch.equal(triton_path.merged, torch_path.merged)
@@ -95,3 +95,37 @@ def test_graph_replay_equals_the_eager_stage(fp16_layer):
         assert torch.equal(a.keep, b.keep) and torch.equal(a.merged, b.merged)
         assert torch.equal(a.merged_index, b.merged_index)
     assert len(graphed.graphs.entries) == 1 and not eager.graphs.entries
+
+
+def test_triton_rope_is_bit_equal_to_the_eager_expression():
+    from transformers.models.llama.modeling_llama import rotate_half
+
+    from visiondrop.kernels import rope
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 9, 3, 32, generator=g) * 3).half().to(TEST_DEVICE)
+    angles = torch.randn(2, 12, 32, generator=g)
+    cos, sin = angles.cos().half().to(TEST_DEVICE), angles.sin().half().to(TEST_DEVICE)
+    cos, sin = cos[:, 2:11], sin[:, 2:11]  # row views, as the scoring passes them
+    expected = x * cos[..., None, :] + rotate_half(x) * sin[..., None, :]
+    assert torch.equal(rope(x, cos, sin), expected)
+    with pytest.raises(ValueError, match="do not match"):
+        rope(x, cos[:, :4], sin[:, :4])
+
+
+def test_triton_rms_norm_matches_the_llama_module():
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from visiondrop.kernels import rms_norm
+
+    g = torch.Generator().manual_seed(0)
+    norm = LlamaRMSNorm(96, eps=1e-5)
+    norm.weight.data = torch.rand(96, generator=g) + 0.5
+    norm = norm.half().to(TEST_DEVICE)
+    x = (torch.randn(2, 40, 96, generator=g) * 4).half().to(TEST_DEVICE)[:, 3:37]  # a row view
+    ours, expected = rms_norm(x, norm.weight, norm.variance_epsilon), norm(x)
+    # fp32 statistics summed in another order: an output may move by one fp16 step, rarely.
+    torch.testing.assert_close(ours, expected, rtol=2**-10, atol=0)
+    assert (ours == expected).float().mean() > 0.99
+    with pytest.raises(ValueError, match="does not fit"):
+        rms_norm(x, norm.weight.float(), 1e-5)

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_batch_equals_one_at_a_time, assert_close, encode_prompt, right_pad, stand_in_image
+from conftest import (
+    TEST_DTYPE,
+    assert_batch_equals_one_at_a_time,
+    assert_close,
+    encode_prompt,
+    right_pad,
+    stand_in_image,
+)
 from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
@@ -78,7 +85,7 @@ def test_sharded_bin_checkpoint_loads_identically(tiny_path, tmp_path, base):
         weight_map.update({k: fname for k in keys})
     (sharded / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
     clip = str(tiny_path.parent / "tiny-clip-vit-336")
-    _, model, _, _ = load_pretrained_model(str(sharded), dtype=torch.float32, vision_tower=clip)
+    _, model, _, _ = load_pretrained_model(str(sharded), dtype=TEST_DTYPE, vision_tower=clip)
     for (name, a), b in zip(model.state_dict().items(), base[1].state_dict().values()):
         assert torch.equal(a.cpu(), b.cpu()), name
 
@@ -127,7 +134,7 @@ def test_cached_generation_equals_recomputation(base, gqa_questions):
     image = stand_in_image(4)
     tokens, logits = model.generate(ids[None], images=image, max_new_tokens=5, return_logits=True)
     for step in range(tokens.shape[1]):
-        prefix = torch.cat([ids, tokens[0, :step]])
+        prefix = torch.cat([ids, tokens[0, :step].cpu()])
         recomputed = model(prefix[None], images=image)[0, -1]
         assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
         assert int(recomputed.argmax()) == int(tokens[0, step])

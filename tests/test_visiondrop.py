@@ -122,7 +122,7 @@ def test_cached_generation_equals_pruned_recomputation(vd64, gqa_questions):
     tokens, logits = model.generate(ids[None], images=image, max_new_tokens=6, return_logits=True)
     kept = model.last_stats.stage_origins
     for step in range(tokens.shape[1]):
-        recomputed = model(torch.cat([ids, tokens[0, :step]])[None], images=image)[0, -1]
+        recomputed = model(torch.cat([ids, tokens[0, :step].cpu()])[None], images=image)[0, -1]
         assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
         assert all(torch.equal(a[0], b[0]) for a, b in zip(kept, model.last_stats.stage_origins))
 
@@ -213,7 +213,7 @@ def test_clean_options_change_only_what_they_name(load_tiny, vd64, gqa_questions
     tokens, logits = original.generate(ids[None], images=image, max_new_tokens=3, return_logits=True)
     assert [o[0].tolist() for o in original.last_stats.stage_origins][:2] == faithful[:2]
     for step in range(tokens.shape[1]):
-        recomputed = original(torch.cat([ids, tokens[0, :step]])[None], images=image)[0, -1]
+        recomputed = original(torch.cat([ids, tokens[0, :step].cpu()])[None], images=image)[0, -1]
         assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
     # VD-2: divide key j's score by the N - j queries that can see it; the encoder stage is untouched.
     _, visible = load_tiny(CONFIGS / "llava15_64.yaml", ["llm.divisor=visible"])

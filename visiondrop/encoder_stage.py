@@ -34,5 +34,5 @@ def dominant_contextual(layer_input: torch.Tensor, features: torch.Tensor, layer
     cls = torch.zeros(features.shape[0], 1, dtype=torch.long, device=features.device)
     dom = torch.cat([cls, top_indices_ascending(scores, dominant - 1) + 1], dim=1)  # every image at once
     rest = complement(n_tokens, dom)
-    merged, targets = contextual_merge(take_rows(features, rest), take_rows(keys, rest), contextual, fusion)
+    merged, targets = contextual_merge(features, keys, contextual, fusion, rest=rest)
     return torch.cat([take_rows(features, dom), merged], dim=1), torch.cat([dom, rest[:, targets]], dim=1) - 1

@@ -7,6 +7,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from visiondrop.scoring import take_rows
+
 
 def top_indices_ascending(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k highest scores along the last dim, returned in ascending (sequence) order."""
@@ -28,28 +30,35 @@ def _stride_split(n_rest: int, n_targets: int, device: torch.device) -> tuple[to
     return targets.to(device), complement(n_rest, targets).to(device)
 
 
-def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int,
-                     fusion: str = "target_plus_mean") -> tuple[torch.Tensor, torch.Tensor]:
+def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int, fusion: str = "target_plus_mean",
+                     rest: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge the remaining tokens [..., R, D] into `n_targets` contextual tokens.
 
     Targets are taken at a uniform stride (step = max(1, R // c)) over the remaining list; every other token
     joins the target whose L2-normalised metric is most similar (ties -> first target). Faithful fusion is
     target + mean(group); `size_weighted` gives (target + sum(group)) / (1 + group size). As in the reference
     code, everything runs in the inputs' dtype and group sums are a one-hot matrix product.
-    Returns (merged [..., c, D], target positions in the remaining list [c]).
+    With `rest` ([..., R] indices), `tokens` / `metric` are a whole segment and the remaining list is their rows
+    `rest` (each part gathered straight from the segment). Returns (merged [..., c, D], target positions in the
+    remaining list [c]).
     """
-    n_rest = tokens.shape[-2]
+    n_rest = tokens.shape[-2] if rest is None else rest.shape[-1]
     if n_targets <= 0 or n_rest == 0:
         return tokens[..., :0, :], torch.zeros(0, dtype=torch.long, device=tokens.device)
     targets, candidates = _stride_split(n_rest, n_targets, tokens.device)
+
+    def remaining(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return x[..., positions, :] if rest is None else take_rows(x, rest[..., positions])
+
     unit = F.normalize(metric, dim=-1)
-    assign = (unit[..., candidates, :] @ unit[..., targets, :].transpose(-1, -2)).argmax(dim=-1)
+    assign = (remaining(unit, candidates) @ remaining(unit, targets).transpose(-1, -2)).argmax(dim=-1)
     one_hot = (assign[..., None] == torch.arange(len(targets), device=assign.device)).to(tokens.dtype)  # [.., R-c, c]
-    sums = one_hot.transpose(-1, -2) @ tokens[..., candidates, :]
+    sums = one_hot.transpose(-1, -2) @ remaining(tokens, candidates)
     sizes = one_hot.sum(dim=-2)[..., None]
+    target_tokens = remaining(tokens, targets)
     if fusion == "size_weighted":
-        return (tokens[..., targets, :] + sums) / (1 + sizes), targets
-    return tokens[..., targets, :] + sums / sizes.clamp(min=1), targets
+        return (target_tokens + sums) / (1 + sizes), targets
+    return target_tokens + sums / sizes.clamp(min=1), targets
 
 
 def dpc_knn_merge(tokens: torch.Tensor, n_clusters: int,

@@ -21,6 +21,18 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos[..., None, :] + rotate_half(x) * sin[..., None, :]
 
 
+def fused_applies(hidden: torch.Tensor, head_dim: int) -> bool:
+    """Whether visiondrop.kernels can take over the scoring of `hidden`: fp16 on CUDA, a power-of-two
+    head_dim >= 16, Triton installed."""
+    fits = hidden.dtype == torch.float16 and head_dim >= 16 and not head_dim & (head_dim - 1)
+    return hidden.is_cuda and fits and _triton_installed()
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def take_rows(x: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
     """x[rows] for rows [Q] or a slice (a view), or x[b, rows[b]] for a batch x [B, T, ...] and rows [B, Q]."""
     if isinstance(rows, slice) or rows.dim() == 1:
@@ -35,19 +47,27 @@ def batch_rows(batch: int, device: torch.device) -> torch.Tensor:
 
 
 def llm_query_key(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,
-                  query_rows: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+                  query_rows: torch.Tensor | slice, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Post-RoPE queries [..., Q, H, d] (for `query_rows`) and keys [..., T, H, d] (all rows, GQA-expanded)
     from `layer`'s input norm and q/k projections; `hidden` is [T, D] or a batch [B, T, D] (then rows are
-    [B, Q] indices, or a slice shared by every row)."""
+    [B, Q] indices, or a slice shared by every row). `fused`: norm and RoPE as Triton kernels (a batch and a
+    slice of rows; see `fused_applies`)."""
     attn = layer.self_attn
-    z = layer.input_layernorm(hidden)
     head_dim = attn.head_dim
+    rope = _rope
+    if fused:
+        from visiondrop import kernels
+
+        z = kernels.rms_norm(hidden, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
+        rope = kernels.rope
+    else:
+        z = layer.input_layernorm(hidden)
 
     def rows(x: torch.Tensor) -> torch.Tensor:
         return x[..., query_rows, :] if isinstance(query_rows, slice) else take_rows(x, query_rows)
 
-    q = _rope(attn.q_proj(rows(z)).unflatten(-1, (-1, head_dim)), rows(cos), rows(sin))
-    k = _rope(attn.k_proj(z).unflatten(-1, (-1, head_dim)), cos, sin)
+    q = rope(attn.q_proj(rows(z)).unflatten(-1, (-1, head_dim)), rows(cos), rows(sin))
+    k = rope(attn.k_proj(z).unflatten(-1, (-1, head_dim)), cos, sin)
     groups = q.shape[-2] // k.shape[-2]
     return q, k.repeat_interleave(groups, dim=-2) if groups > 1 else k
 
@@ -93,27 +113,17 @@ def attention_to_columns(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tens
 
 
 def visual_attention(q: torch.Tensor, k: torch.Tensor, first: int, memory_mib: float = 128,
-                     kernel: str = "auto") -> torch.Tensor:
+                     fused: bool = False) -> torch.Tensor:
     """VisionDrop's score [B, N]: mean attention that the visual queries q [B, N, H, d] (sequence indices
-    first..first+N-1) pay to each visual key, over keys k [B, T, H, d]. kernel "triton": visiondrop.kernels
-    (same rounding points, no attention map stored; fp16/bf16); "torch": `attention_to_columns` in chunks of
-    `memory_mib`; "auto": Triton for fp16/bf16 on CUDA when it is installed, else torch."""
-    if kernel == "auto":
-        head_dim = q.shape[-1]
-        fits = q.dtype in (torch.float16, torch.bfloat16) and head_dim >= 16 and not head_dim & (head_dim - 1)
-        kernel = "triton" if q.is_cuda and fits and _triton_installed() else "torch"
-    if kernel == "triton":
+    first..first+N-1) pay to each visual key, over keys k [B, T, H, d]. `fused`: the Triton kernel (same
+    rounding points, no attention map stored; fp16); else `attention_to_columns` in chunks of `memory_mib`."""
+    if fused:
         from visiondrop.kernels import visual_attention_scores
 
         return visual_attention_scores(q, k, first)
     n = q.shape[-3]
     return attention_to_columns(q, k, torch.arange(first, first + n, device=q.device), slice(first, first + n),
                                 memory_mib)
-
-
-@functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
 
 
 def last_token_attention(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,

@@ -15,7 +15,7 @@ from visiondrop.graphs import GraphCache
 from visiondrop.merging import complement, contextual_merge, top_indices_ascending
 from visiondrop.methods.base import Method
 from visiondrop.reduction import Reduction
-from visiondrop.scoring import attention_to_columns, llm_query_key, take_rows, visual_attention
+from visiondrop.scoring import attention_to_columns, fused_applies, llm_query_key, take_rows, visual_attention
 
 
 @dataclass
@@ -37,7 +37,7 @@ class LLMOptions:
     per_sub_image: bool = False  # true: `tokens` pairs are per sub-image, a sample keeps n_sub x each (NeXT)
     scoring: str = "visual"  # visual: all visual queries (VisionDrop); text: last instruction token (PDrop-style)
     score_memory_mib: float = 128  # torch scoring path: attention maps are built in chunks that fit in this
-    score_kernel: str = "auto"  # triton (no map stored) | torch | auto: triton for fp16/bf16 on CUDA if installed
+    kernels: str = "auto"  # scoring's norm / RoPE / score: triton | torch | auto (triton where fused_applies)
     graph_max_tokens: int = 4096  # stages over at most batch x prefix tokens replay a CUDA graph (0: never)
     divisor: str = "all"  # VD-2 clean option "visible": key j's score divided by the N - j queries that see it
     positions: str = "compact"  # VD-8 clean option "original": kept tokens keep their positions (FastV style)
@@ -56,8 +56,8 @@ class LLMOptions:
             raise ValueError(f"llm.tokens: every entry must be [dominant, contextual] >= 0, got {self.tokens}")
         if sorted(set(self.layers)) != list(self.layers) or (self.layers and self.layers[0] < 1):
             raise ValueError(f"llm.layers must be strictly increasing layer numbers >= 1, got {self.layers}")
-        if self.score_kernel not in ("auto", "triton", "torch"):
-            raise ValueError(f"llm.score_kernel={self.score_kernel!r}: expected 'auto', 'triton' or 'torch'")
+        if self.kernels not in ("auto", "triton", "torch"):
+            raise ValueError(f"llm.kernels={self.kernels!r}: expected 'auto', 'triton' or 'torch'")
         if self.graph_max_tokens < 0:
             raise ValueError("llm.graph_max_tokens must be >= 0 (0 disables CUDA graphs)")
         if self.score_memory_mib <= 0:
@@ -151,43 +151,45 @@ class VisionDrop(Method):
         for b, (n, pair) in enumerate(zip(n_vis, pairs)):
             if pair is not None and sum(pair) > n:
                 raise ValueError(f"stage {stage} keeps {sum(pair)} visual tokens but sample {b} has only {n}")
-        starts, lasts = batch.visual_start, batch.lengths - 1  # host tensors
+        starts, lengths = batch.visual_start.tolist(), batch.lengths.tolist()
+        lasts = [n - 1 for n in lengths]
         if len(set(n_vis)) == 1 and len(set(pairs)) == 1 and pairs[0] is not None:
             return self._reduce_rows(batch.hidden, cos, sin, starts, lasts, n_vis[0], layer, *pairs[0])
         out = []
         for b, (n, pair) in enumerate(zip(n_vis, pairs)):
-            rows = slice(b, b + 1), slice(0, int(batch.lengths[b]))
+            rows = slice(b, b + 1), slice(0, lengths[b])
             out.append(None if pair is None else self._reduce_rows(
                 batch.hidden[rows], cos[rows], sin[rows], starts[b:b + 1], lasts[b:b + 1], n, layer, *pair).split()[0])
         return out
 
     def _reduce_rows(self, hidden, cos, sin, starts, lasts, n_vis, layer, d, c) -> Reduction:
         """Score, select and merge the visual segments [start, start + n_vis) of every row of `hidden`
-        (`starts`, `lasts`: host tensors of each row's segment start and last real index)."""
+        (`starts`, `lasts`: lists of each row's segment start and last real index)."""
         opts = self.options.llm
-        first = int(starts[0])
-        if opts.scoring == "visual" and bool((starts == first).all()):
+        first = starts[0]
+        if opts.scoring == "visual" and all(s == first for s in starts):
             # One shared span (the usual case): only the prefix up to the span's end matters (visual queries
             # never see later tokens), so the work has static shapes and small inputs can replay a CUDA graph.
             end = first + n_vis
             inputs = (hidden[:, :end], cos[:, :end], sin[:, :end])
-            run = functools.partial(self._reduce_span, first=first, layer=layer, d=d, c=c)
+            fused = opts.kernels == "triton" or (
+                opts.kernels == "auto" and fused_applies(hidden, layer.self_attn.head_dim))
+            run = functools.partial(self._reduce_span, first=first, layer=layer, d=d, c=c, fused=fused)
             if hidden.is_cuda and hidden.shape[0] * end <= opts.graph_max_tokens:
                 key = (id(layer), tuple(inputs[0].shape), hidden.dtype, hidden.device, first, d, c)
                 return Reduction(*self.graphs.run(key, run, *inputs))
             return Reduction(*run(*inputs))
         # Text-guided scoring, or rows whose spans differ: per-row indices.
-        visual = starts.to(hidden.device)[:, None] + torch.arange(n_vis, device=hidden.device)
-        rows = visual if opts.scoring == "visual" else lasts.to(hidden.device)[:, None]
+        visual = torch.tensor(starts, device=hidden.device)[:, None] + torch.arange(n_vis, device=hidden.device)
+        rows = visual if opts.scoring == "visual" else torch.tensor(lasts, device=hidden.device)[:, None]
         q, k = llm_query_key(hidden, layer, cos, sin, rows)
         scores = self._rescale(attention_to_columns(q, k, rows, visual, opts.score_memory_mib))
         return Reduction(*self._select_and_merge(take_rows(hidden, visual), take_rows(k, visual), scores, d, c))
 
-    def _reduce_span(self, hidden, cos, sin, first, layer, d, c) -> tuple[torch.Tensor, ...]:
-        """Visual-only reduction of rows whose visual span is [first, end of `hidden`)."""
-        q, k = llm_query_key(hidden, layer, cos, sin, slice(first, None))
-        scores = self._rescale(visual_attention(q, k, first, self.options.llm.score_memory_mib,
-                                                self.options.llm.score_kernel))
+    def _reduce_span(self, hidden, cos, sin, first, layer, d, c, fused) -> tuple[torch.Tensor, ...]:
+        """Visual-only reduction of rows whose visual span is [first, end of `hidden`); `fused`: Triton kernels."""
+        q, k = llm_query_key(hidden, layer, cos, sin, slice(first, None), fused)
+        scores = self._rescale(visual_attention(q, k, first, self.options.llm.score_memory_mib, fused))
         return self._select_and_merge(hidden[:, first:], k[:, first:], scores, d, c)
 
     def _rescale(self, scores: torch.Tensor) -> torch.Tensor:
@@ -203,6 +205,5 @@ class VisionDrop(Method):
         n_vis = segment.shape[-2]
         dom = top_indices_ascending(scores, d)
         rest = complement(n_vis, dom)
-        metric = take_rows(keys.mean(dim=-2), rest)
-        merged, targets = contextual_merge(take_rows(segment, rest), metric, c, self.options.fusion)
+        merged, targets = contextual_merge(segment, keys.mean(dim=-2), c, self.options.fusion, rest=rest)
         return dom, merged, rest[:, targets]
