@@ -24,6 +24,6 @@ setup(
         "eval": ["lmms-eval==0.7.3", "openpyxl"],
         "gpu": ["flash-attn"],
         "train": ["deepspeed>=0.16"],
-        "dev": ["pytest", "ruff"],
+        "dev": ["pytest", "ruff", "triton>=3.6; platform_system == 'Linux'"],
     },
 )
