@@ -36,6 +36,10 @@ class GraphCache:
         self.entries: OrderedDict[Hashable, tuple] = OrderedDict()
 
     def run(self, key: Hashable, fn: Callable[..., tuple[torch.Tensor, ...]], *inputs: torch.Tensor):
+        with torch.cuda.device(inputs[0].device):  # the inputs' GPU, also when a model spans several
+            return self._run(key, fn, inputs)
+
+    def _run(self, key, fn, inputs):
         entry = self.entries.get(key)
         if entry is None:
             static = [x.clone() for x in inputs]
