@@ -86,6 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image-position", type=int, default=35, help="text tokens before the image")
     p.add_argument("--gen-tokens", default="1,32", help="end-to-end points G (tokens generated, EOS ignored)")
     p.add_argument("--cuda-graph-prefill", action="store_true", help="also time the prefill layers in a CUDA graph")
+    p.add_argument("--cuda-graph-decode", action="store_true",
+                   help="decode steps over a static KV cache replayed from CUDA graphs (every config alike)")
     p.add_argument("--time-budget", type=float, help="seconds from the start; later cells are skipped (marked)")
     p.add_argument("--out", required=True, help="output directory (efficiency.json, efficiency.md)")
     args = p.parse_args(argv)
@@ -171,7 +173,8 @@ def environment(args: argparse.Namespace) -> dict:
            "driver": _driver_version() if cuda else None, "cuda": torch.version.cuda if cuda else None,
            "torch": torch.__version__, "transformers": transformers.__version__,
            "python": platform.python_version(), "dtype": args.dtype, "vision_dtype": args.vision_dtype or args.dtype,
-           "attention": args.attn, "mode": "eager"}
+           "attention": args.attn,
+           "mode": "eager prefill, CUDA-graph decode" if args.cuda_graph_decode else "eager"}
     return env
 
 
@@ -235,25 +238,31 @@ class Bench:
     def fits(self, batch: int) -> bool:
         """Whether one run with the longest G fits in memory at this batch."""
         try:
-            run_trial(self.model, self.inputs(batch), self.plan.long, self.timer)
+            run_trial(self.model, self.inputs(batch), self.plan.long, self.timer,
+                      cuda_graph=self.args.cuda_graph_decode)
             ok = True
         except RuntimeError as err:
             if not is_oom(err):
                 raise
             ok = False
-        free_memory()
+        self.release()
         return ok
 
     def try_measure(self, batch: int, plan: Plan) -> dict | None:
         """`measure` at this batch, or None on out-of-memory."""
         try:
-            result = measure(self.model, self.inputs(batch), plan, self.timer)
+            result = measure(self.model, self.inputs(batch), plan, self.timer, self.args.cuda_graph_decode)
         except RuntimeError as err:
             if not is_oom(err):
                 raise
             result = None
-        free_memory()
+        self.release()
         return result
+
+    def release(self) -> None:
+        """Free the decode graphs' static KV buffers and the cached device memory (between runs and cells)."""
+        self.model.decode_graphs.clear()
+        free_memory()
 
     def cell(self, key: str, label: str, cfg: PruningConfig, batch_label: str) -> dict:
         """Measure one (config, batch) cell; OOM is a status, not a failure."""

@@ -104,6 +104,27 @@ def test_timed_loop_equals_generate_and_times_the_selection():
     assert model.model.reducer is model.method and model.get_vision_tower().timer is None
 
 
+def test_graph_decode_mode_runs_and_says_so(tmp_path):
+    _script().main(["--random-weights", "tiny", "--dtype", "fp32", "--device", "cpu", "--configs", str(VD64),
+                    "--batch-sizes", "2", "--repeats", "1", "--warmup", "1", "--gen-tokens", "1,2",
+                    "--text-tokens", str(TEXT), "--cuda-graph-decode", "--out", str(tmp_path)])
+    record = json.loads((tmp_path / "efficiency.json").read_text())
+    assert record["environment"]["mode"] == "eager prefill, CUDA-graph decode"
+    assert "Mode: eager prefill, CUDA-graph decode" in (tmp_path / "efficiency.md").read_text()
+    for r in record["results"]:
+        assert r["status"] == "ok" and r["latency_ms"]["decode_per_token"]["n"] == 1
+        # static buffers: the prompt's keys / values plus room for 3 new tokens, rounded up to 64-token buckets
+        assert r["kv_allocated_bytes"] > r["kv_analytic_bytes"]
+
+
+def test_timed_graph_decode_equals_generate():
+    model = random_llava("tiny", torch.float32, "cpu")
+    model.set_pruning(load_config(VD64))
+    inputs = make_inputs(model, 2, TEXT)
+    reference = model.generate(inputs.input_ids, images=inputs.images, min_new_tokens=4, max_new_tokens=4)
+    assert torch.equal(generate_timed(model, inputs, 4, SectionTimer("cpu"), cuda_graph=True), reference)
+
+
 @pytest.mark.parametrize("limit,cap,known,expected", [(100, 256, 16, 96), (1000, 256, 16, 256), (0, 64, 0, 0),
                                                       (5, 64, 0, 4), (40, 32, 16, 32)])
 def test_find_max_batch(limit, cap, known, expected):

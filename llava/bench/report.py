@@ -146,7 +146,8 @@ def markdown(record: dict) -> str:
     points = [str(g) for g in s["e2e_points"]]
     g_short, g_long = str(min(s["gen_tokens"])), str(max(s["gen_tokens"]))
     out = [f"# Efficiency: {s['model']}", "", environment_line(record["environment"]), "",
-           f"Eager mode, {s['text_tokens']} text tokens + {s.get('image') or 'one image'} per sample, identical "
+           f"Mode: {record['environment'].get('mode', 'eager')}; {s['text_tokens']} text tokens + "
+           f"{s.get('image') or 'one image'} per sample, identical "
            "rows (no padding). "
            f"Times: CUDA-event device time (perf_counter on CPU), median over {s['repeats']} timed runs after "
            f"{s['warmup']} warm-up runs, [p10–p90]; decode per token and G={points[-1]} from "

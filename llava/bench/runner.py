@@ -14,6 +14,7 @@ from transformers.cache_utils import DynamicCache
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.mm_utils import get_anyres_image_grid_shape
+from llava.model.graph_decode import StaticKV
 from visiondrop.timing import SectionTimer
 
 NEXT_IMAGE_SIZE = (672, 672)  # efficiency spec §6.9: a 2x2 grid, 5 sub-images (2928 tokens unpadded, 2880 flat)
@@ -62,26 +63,31 @@ def make_inputs(model, batch: int, text_tokens: int, image_position: int = 35, s
     return BenchInputs(input_ids, pixels.expand(batch, -1, -1, -1).to(model.device, tower.dtype).contiguous())
 
 
-def cache_bytes(cache: DynamicCache) -> int:
-    """Bytes held by the key and value tensors of every layer of a cache."""
-    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
-               if t is not None)
+def cache_bytes(cache: DynamicCache | StaticKV) -> int:
+    """Bytes held by the key and value tensors of every layer of a cache (a static cache: its buffers)."""
+    if isinstance(cache, StaticKV):
+        pairs = cache.buffers.values()
+    else:
+        pairs = [(layer.keys, layer.values) for layer in cache.layers]
+    return sum(t.numel() * t.element_size() for pair in pairs for t in pair if t is not None)
 
 
 @torch.no_grad()
 def generate_timed(model, inputs: BenchInputs, n_tokens: int, timer: SectionTimer,
-                   on_prefill: Callable[[DynamicCache], None] | None = None) -> torch.Tensor:
-    """`model.generate(min_new_tokens=max_new_tokens=n_tokens)` (greedy, EOS ignored), step for step, with a
-    timer mark at the start and after every generated token. Returns the tokens [B, n_tokens]."""
+                   on_prefill: Callable[[DynamicCache | StaticKV], None] | None = None,
+                   cuda_graph: bool = False) -> torch.Tensor:
+    """`model.generate(min_new_tokens=max_new_tokens=n_tokens, cuda_graph=cuda_graph)` (greedy, EOS ignored),
+    step for step, with a timer mark at the start and after every generated token. Returns the tokens [B, n]."""
     eos = model.config.eos_token_id
     timer.mark()
     batch = model.prepare_multimodal_batch(inputs.input_ids, None, inputs.images, inputs.image_sizes)
-    cache = DynamicCache()
+    cache = model.new_cache(n_tokens - 1, cuda_graph)
     final, last_index, segments, model.last_stats = model.model.prefill(batch, cache)
     if on_prefill is not None:
         on_prefill(cache)
     rows = torch.arange(final.shape[0], device=final.device)
     logits = model.lm_head(final[rows, last_index]).float()
+    decode = model.decoder(cache, segments)
     tokens = []
     for step in range(n_tokens):
         if eos is not None:
@@ -92,8 +98,7 @@ def generate_timed(model, inputs: BenchInputs, n_tokens: int, timer: SectionTime
         timer.mark()
         if step == n_tokens - 1:
             break
-        hidden = model.model.decode_step(model.model.embed_tokens(token)[:, None], cache, segments)
-        logits = model.lm_head(hidden[:, -1]).float()
+        logits = decode(token)
     return torch.stack(tokens, dim=1)
 
 
@@ -106,10 +111,11 @@ class Trial:
     wall_ms: list[float]
 
 
-def run_trial(model, inputs: BenchInputs, n_tokens: int, timer: SectionTimer, on_prefill=None) -> Trial:
-    """One timed generation of exactly `n_tokens` tokens."""
+def run_trial(model, inputs: BenchInputs, n_tokens: int, timer: SectionTimer, on_prefill=None,
+              cuda_graph: bool = False) -> Trial:
+    """One timed generation of exactly `n_tokens` tokens (decode steps graph-replayed with `cuda_graph`)."""
     timer.reset()
-    generate_timed(model, inputs, n_tokens, timer, on_prefill)
+    generate_timed(model, inputs, n_tokens, timer, on_prefill, cuda_graph)
     device_ms, wall_ms = timer.marks_ms()
     return Trial(timer.sections_ms(), device_ms, wall_ms)
 
@@ -181,19 +187,19 @@ def counting_projected(model, seen: dict) -> Iterator[None]:
         handle.remove()
 
 
-def measure(model, inputs: BenchInputs, plan: Plan, timer: SectionTimer) -> dict:
+def measure(model, inputs: BenchInputs, plan: Plan, timer: SectionTimer, cuda_graph: bool = False) -> dict:
     """Warm up, then time `plan.repeats` runs; the first run also reads the KV cache, the projected tokens and
-    (the last run) the token counts."""
+    (the last run) the token counts. `cuda_graph`: decode steps replayed from CUDA graphs (captured in warm-up)."""
     seen: dict = {}
 
-    def inspect(cache: DynamicCache) -> None:
+    def inspect(cache) -> None:
         seen["kv_allocated_bytes"] = cache_bytes(cache)
 
     def trial(n_tokens: int) -> Trial:
         if "kv_allocated_bytes" in seen:
-            return run_trial(model, inputs, n_tokens, timer)
+            return run_trial(model, inputs, n_tokens, timer, cuda_graph=cuda_graph)
         with counting_projected(model, seen):
-            return run_trial(model, inputs, n_tokens, timer, inspect)
+            return run_trial(model, inputs, n_tokens, timer, inspect, cuda_graph)
 
     cuda = inputs.input_ids.device.type == "cuda"
     for _ in range(plan.warmup):

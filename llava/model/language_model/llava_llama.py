@@ -10,6 +10,7 @@ a new token takes, in each group, the position after the group's last real posit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -19,6 +20,7 @@ from transformers import AutoConfig, LlamaConfig
 from transformers.cache_utils import DynamicCache
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
+from llava.model.graph_decode import DecodeGraphs, StaticKV
 from llava.model.llava_arch import LlavaMetaModel, LlavaMultimodalMixin
 from llava.model.sequence import SequenceBatch, attention_bias, pad_rows
 from visiondrop.reduction import Reduction
@@ -208,6 +210,7 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
         self.model = LlavaLlamaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.last_stats: ForwardStats | None = None
+        self.decode_graphs = DecodeGraphs(self)
 
     @property
     def device(self) -> torch.device:
@@ -240,19 +243,22 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
         pad_token_id: int = 0,
         return_logits: bool = False,
         use_cache: bool | None = None,
+        cuda_graph: bool = False,
     ):
         """Prefill once, then decode with the KV cache (or, with `use_cache=False`, re-run the whole pruned
-        prefill over prompt + generated tokens at every step; None = the reducer's `cached_decode`). Returns the
-        new token ids [B, n] (padded with `pad_token_id` after EOS), with `return_logits` also the per-step
-        logits [B, n, V]."""
+        prefill over prompt + generated tokens at every step; None = the reducer's `cached_decode`). With
+        `cuda_graph`, cached decode steps run over a static KV cache, replayed from a CUDA graph
+        (llava.model.graph_decode; same results up to summation order). Returns the new token ids [B, n] (padded
+        with `pad_token_id` after EOS), with `return_logits` also the per-step logits [B, n, V]."""
         eos = self.config.eos_token_id if eos_token_id is None else eos_token_id
         if use_cache is None:
             use_cache = getattr(self.model.reducer, "cached_decode", True)
         batch = self.prepare_multimodal_batch(input_ids, attention_mask, images, image_sizes)
-        cache = DynamicCache() if use_cache else None
+        cache = self.new_cache(max_new_tokens - 1, cuda_graph) if use_cache else None
         final, last_index, segments, self.last_stats = self.model.prefill(batch, cache)
         rows = torch.arange(final.shape[0], device=final.device)
         logits = self.lm_head(final[rows, last_index]).float()
+        decode = self.decoder(cache, segments) if use_cache and max_new_tokens > 1 else None
         done = torch.zeros(final.shape[0], dtype=torch.bool, device=final.device)
         tokens, step_logits = [], []
         for step in range(max_new_tokens):
@@ -265,15 +271,30 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
             done |= token == eos if eos is not None else torch.zeros_like(done)
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
-            embeds = self.model.embed_tokens(token)[:, None]
             if use_cache:
-                logits = self.lm_head(self.model.decode_step(embeds, cache, segments)[:, -1]).float()
+                logits = decode(token)
             else:
-                batch = batch.append(embeds)
+                batch = batch.append(self.model.embed_tokens(token)[:, None])
                 final, last_index, _, self.last_stats = self.model.prefill(batch, None)
                 logits = self.lm_head(final[rows, last_index]).float()
         out = torch.stack(tokens, dim=1)
         return (out, torch.stack(step_logits, dim=1)) if return_logits else out
+
+    def new_cache(self, new_tokens: int, cuda_graph: bool = False) -> DynamicCache | StaticKV:
+        """The KV cache of a prefill followed by `new_tokens` decode steps (static buffers for CUDA graphs)."""
+        return self.decode_graphs.new_cache(new_tokens) if cuda_graph else DynamicCache()
+
+    def decoder(self, cache: DynamicCache | StaticKV, segments: list[Segment]) -> Callable:
+        """After a prefill that filled `cache`: a function token [B] -> next-token logits [B, V] (fp32), one call
+        per decode step (a graph replay for a static cache, else the eager `decode_step`)."""
+        if isinstance(cache, StaticKV):
+            return self.decode_graphs.stepper(cache, segments)
+
+        def step(token: torch.Tensor) -> torch.Tensor:
+            hidden = self.model.decode_step(self.model.embed_tokens(token)[:, None], cache, segments)
+            return self.lm_head(hidden[:, -1]).float()
+
+        return step
 
 
 def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float | None) -> torch.Tensor:
