@@ -13,6 +13,12 @@ from llava.model.graph_decode import DecodeStep, StaticKV
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STEPS = 6
+# GQA-style questions written out here (not read from ../shared), so the file also runs on a GPU machine.
+QUESTIONS = ["<image>\nIs the woman to the left or to the right of the man holding the umbrella?\n"
+             "Answer the question using a single word or phrase.",
+             "<image>\nWhat is the color of the large vehicle?\nAnswer the question using a single word or phrase.",
+             "<image>\nAre there both cups and plates in the picture?",
+             "<image>\nWho is wearing the helmet?"]
 
 
 def generate_both(model, ids, images, mask=None, steps: int = STEPS):
@@ -29,16 +35,16 @@ def padded_batch(tok, questions):
 
 
 @pytest.mark.parametrize("config", [None, "visiondrop/llava15_64.yaml", "fastv/llava15_64.yaml"])
-def test_static_decode_equals_eager_decode(load_tiny, gqa_questions, config):
+def test_static_decode_equals_eager_decode(load_tiny, config):
     tok, model = load_tiny(None if config is None else CONFIGS / config)
-    ids, mask, images = padded_batch(tok, [gqa_questions[0]["text"], "<image>\nWhat color is the car?"])
+    ids, mask, images = padded_batch(tok, [QUESTIONS[0], "<image>\nWhat color is the car?"])
     assert not bool(mask.all())  # a padded batch: the static masks must hide the padding too
     (t_eager, l_eager), (t_static, l_static) = generate_both(model, ids, images, mask)
     assert torch.equal(t_eager, t_static)
     assert_close(l_static, l_eager, atol=1e-4, rtol=0)
 
 
-def test_buffers_and_steps_are_reused_across_prompt_lengths(load_tiny, gqa_questions):
+def test_buffers_and_steps_are_reused_across_prompt_lengths(load_tiny):
     tok, model = load_tiny(CONFIGS / "visiondrop" / "llava15_64.yaml")
     graphs = model.decode_graphs
     graphs.clear()
@@ -54,12 +60,12 @@ def test_buffers_and_steps_are_reused_across_prompt_lengths(load_tiny, gqa_quest
     assert len(graphs._buffers) == n_layers  # one key / value pair per layer, shared by both prompts
 
 
-def test_least_recently_used_steps_and_their_buffers_are_freed(load_tiny, gqa_questions):
+def test_least_recently_used_steps_and_their_buffers_are_freed(load_tiny):
     tok, model = load_tiny()
     graphs = model.decode_graphs
     graphs.clear()
     for batch in (1, 2, 3):  # three signatures, capacity 2
-        ids = encode_prompt(tok, gqa_questions[1]["text"])[None].expand(batch, -1)
+        ids = encode_prompt(tok, QUESTIONS[1])[None].expand(batch, -1)
         model.generate(ids, images=stand_in_image(31).expand(batch, -1, -1, -1), min_new_tokens=2,
                        max_new_tokens=2, cuda_graph=True)
     assert [sig[0][0][1] for sig in graphs._steps] == [2, 3]  # batch sizes of the kept steps
@@ -68,9 +74,9 @@ def test_least_recently_used_steps_and_their_buffers_are_freed(load_tiny, gqa_qu
     assert isinstance(graphs.new_cache(1), StaticKV)
 
 
-def test_static_cache_grows_in_buckets(load_tiny, gqa_questions):
+def test_static_cache_grows_in_buckets(load_tiny):
     tok, model = load_tiny()
-    ids = encode_prompt(tok, gqa_questions[2]["text"])[None]
+    ids = encode_prompt(tok, QUESTIONS[2])[None]
     cache = model.new_cache(STEPS - 1, cuda_graph=True)
     model.model.prefill(model.prepare_multimodal_batch(ids, None, stand_in_image(32), None), cache)
     prompt = ids.shape[1] - 1 + 576
@@ -78,9 +84,9 @@ def test_static_cache_grows_in_buckets(load_tiny, gqa_questions):
     assert keys.shape[2] % model.decode_graphs.bucket == 0 and keys.shape[2] >= prompt + STEPS - 1
 
 
-def test_flash_attention_is_refused(load_tiny, gqa_questions):
+def test_flash_attention_is_refused(load_tiny):
     tok, model = load_tiny()
-    ids = encode_prompt(tok, gqa_questions[3]["text"])[None]
+    ids = encode_prompt(tok, QUESTIONS[3])[None]
     cache = model.new_cache(2, cuda_graph=True)
     _, _, segments, _ = model.model.prefill(model.prepare_multimodal_batch(ids, None, stand_in_image(33), None),
                                            cache)
@@ -94,9 +100,9 @@ def test_flash_attention_is_refused(load_tiny, gqa_questions):
 
 
 @pytest.mark.skipif(TEST_DEVICE != "cuda", reason="CUDA graphs need a GPU")
-def test_graph_replay_equals_the_same_step_run_eagerly(load_tiny, gqa_questions):
+def test_graph_replay_equals_the_same_step_run_eagerly(load_tiny):
     tok, model = load_tiny(CONFIGS / "visiondrop" / "llava15_64.yaml")
-    ids, mask, images = padded_batch(tok, [gqa_questions[4]["text"], "<image>\nHow many dogs?"])
+    ids, mask, images = padded_batch(tok, [QUESTIONS[0], "<image>\nHow many dogs?"])
     outputs = []
     for replay in (True, False):
         model.decode_graphs.clear()

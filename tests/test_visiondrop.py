@@ -12,8 +12,8 @@ from conftest import assert_batch_equals_one_at_a_time, assert_close, encode_pro
 
 from llava.model.visiondrop_llava import official_flags_to_overrides
 from visiondrop.config import ConfigError, load_config, validate_budget
-from visiondrop.merging import contextual_merge, top_indices_ascending
-from visiondrop.scoring import attention_to_columns, clip_cls_attention
+from visiondrop.merging import ascending_split, contextual_merge, top_indices_ascending
+from visiondrop.scoring import attention_to_columns, clip_cls_attention, take_rows
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "visiondrop"
 FULL_RETENTION = ["encoder.enabled=false", "llm.tokens=[[570,6],[570,6],[570,6]]", "budget=576"]
@@ -63,6 +63,31 @@ def test_contextual_merge_by_hand():
     assert_close(merged, expected)
     weighted, _ = contextual_merge(tokens, metric, 2, fusion="size_weighted")
     assert_close(weighted, torch.tensor([[3 / 3, 2 / 3], [7 / 3, 5 / 3]]))
+
+
+def test_ascending_split_equals_sorting():
+    chosen = torch.tensor([[4, 0, 2], [5, 3, 1]])
+    first, rest = ascending_split(6, chosen)
+    assert first.tolist() == [[0, 2, 4], [1, 3, 5]] and rest.tolist() == [[1, 3, 5], [0, 2, 4]]
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(4, 300, generator=g)
+    top = torch.topk(scores, 120, dim=-1).indices
+    first, rest = ascending_split(300, top)
+    assert torch.equal(first, top.sort(dim=-1).values)
+    assert torch.equal(torch.cat([first, rest], dim=-1).sort(dim=-1).values, torch.arange(300).expand(4, -1))
+    assert bool((rest.diff(dim=-1) > 0).all())
+
+
+def test_take_rows_gathers_per_row():
+    x = torch.arange(2 * 5 * 3).view(2, 5, 3)
+    rows = torch.tensor([[4, 0], [1, 1]])
+    expected = torch.stack([x[0, [4, 0]], x[1, [1, 1]]])
+    assert torch.equal(take_rows(x, rows), expected)
+    assert torch.equal(take_rows(x.transpose(0, 1).contiguous().transpose(0, 1), rows), expected)  # strided
+    wide = torch.arange(2 * 7 * 3).view(2, 7, 3)
+    assert torch.equal(take_rows(wide[:, 2:], rows), torch.stack([wide[0, [6, 2]], wide[1, [3, 3]]]))  # a slice
+    assert torch.equal(take_rows(x[:1].expand(2, -1, -1), rows), torch.stack([x[0, [4, 0]], x[0, [1, 1]]]))
+    assert torch.equal(take_rows(x[0], torch.tensor([3, 1])), x[0, [3, 1]])
 
 
 def test_released_encoder_stride_example():

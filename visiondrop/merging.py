@@ -10,16 +10,26 @@ import torch.nn.functional as F
 from visiondrop.scoring import take_rows
 
 
+def ascending_split(n: int, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(`chosen` in ascending order, the other indices of 0..n-1 in ascending order) per row of a batch: one
+    scatter of a permutation that puts the chosen indices first (no sort, no host sync)."""
+    k = chosen.shape[-1]
+    is_chosen = torch.zeros(*chosen.shape[:-1], n, dtype=torch.bool, device=chosen.device).scatter_(-1, chosen, True)
+    chosen_so_far = is_chosen.cumsum(dim=-1)  # chosen indices <= j
+    index = torch.arange(n, device=chosen.device).expand_as(chosen_so_far)
+    slot = torch.where(is_chosen, chosen_so_far - 1, k + index - chosen_so_far)
+    order = torch.empty_like(slot).scatter_(-1, slot, index)
+    return order[..., :k], order[..., k:]
+
+
 def top_indices_ascending(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k highest scores along the last dim, returned in ascending (sequence) order."""
-    return torch.topk(scores, k, dim=-1).indices.sort(dim=-1).values
+    return ascending_split(scores.shape[-1], torch.topk(scores, k, dim=-1).indices)[0]
 
 
 def complement(n: int, chosen: torch.Tensor) -> torch.Tensor:
     """Ascending indices of 0..n-1 not in `chosen` (per row of a batch, without a host sync)."""
-    is_chosen = torch.zeros(*chosen.shape[:-1], n, dtype=torch.uint8, device=chosen.device)
-    is_chosen.scatter_(-1, chosen, 1)
-    return torch.sort(is_chosen, dim=-1, stable=True).indices[..., : n - chosen.shape[-1]]
+    return ascending_split(n, chosen)[1]
 
 
 @functools.lru_cache(maxsize=256)

@@ -35,9 +35,18 @@ def _triton_installed() -> bool:
 
 def take_rows(x: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
     """x[rows] for rows [Q] or a slice (a view), or x[b, rows[b]] for a batch x [B, T, ...] and rows [B, Q]."""
-    if isinstance(rows, slice) or rows.dim() == 1:
+    if isinstance(rows, slice):
         return x[rows]
-    return x[batch_rows(rows.shape[0], rows.device), rows]
+    if rows.dim() == 1:
+        return x.index_select(0, rows)
+    batch, n = rows.shape
+    step, offset = divmod(x.stride(0), x.stride(1)) if x.stride(1) > 0 else (0, 1)
+    if offset:
+        return x[batch_rows(batch, rows.device), rows]
+    # Every sample's rows as one row axis of the storage (also for views sliced along dim 1): one row-copy kernel
+    # instead of indexing element by element.
+    flat = x.as_strided(((batch - 1) * step + x.shape[1], *x.shape[2:]), (x.stride(1), *x.stride()[2:]))
+    return flat.index_select(0, (rows + batch_rows(batch, rows.device) * step).flatten()).unflatten(0, (batch, n))
 
 
 @functools.lru_cache(maxsize=64)

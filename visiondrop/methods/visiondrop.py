@@ -12,7 +12,7 @@ from torch import nn
 
 from visiondrop.encoder_stage import dominant_contextual, nominal_sub_images
 from visiondrop.graphs import GraphCache
-from visiondrop.merging import complement, contextual_merge, top_indices_ascending
+from visiondrop.merging import ascending_split, contextual_merge
 from visiondrop.methods.base import Method
 from visiondrop.reduction import Reduction
 from visiondrop.scoring import attention_to_columns, fused_applies, llm_query_key, take_rows, visual_attention
@@ -203,7 +203,6 @@ class VisionDrop(Method):
         """Dominant tokens (top-d scores, ascending) and the rest merged into c contextual tokens by the
         similarity of their post-RoPE keys (head mean). Returns (keep, merged, merged_index) of a Reduction."""
         n_vis = segment.shape[-2]
-        dom = top_indices_ascending(scores, d)
-        rest = complement(n_vis, dom)
+        dom, rest = ascending_split(n_vis, torch.topk(scores, d, dim=-1).indices)
         merged, targets = contextual_merge(segment, keys.mean(dim=-2), c, self.options.fusion, rest=rest)
         return dom, merged, rest[:, targets]
