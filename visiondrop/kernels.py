@@ -37,7 +37,7 @@ def block_sizes(n_queries: int) -> tuple[int, int]:
 # an explicit .rn so nothing is contracted into an FMA or folded away (Triton 3.6 folded a plain fp32 -> fp16 -> fp32
 # round trip, seen on an H200). Exact for |x| < 65520 (larger values would be inf in fp16). The interpreter, which
 # has no PTX, keeps the casts as written.
-_HALF_PTX = """{
+_HALF_PTX = tl.constexpr("""{
     .reg .f32 t, u, s, a;
     .reg .pred small;
     mul.rn.f32 t, $1, 0f46000400;
@@ -47,7 +47,7 @@ _HALF_PTX = """{
     setp.lt.f32 small, a, 0f38800000;
     @small add.rn.f32 s, $1, 0f3F400000;
     @small sub.rn.f32 $0, s, 0f3F400000;
-}"""
+}""")
 OPAQUE_ROUNDING = os.environ.get("TRITON_INTERPRET", "0") != "1"
 
 
