@@ -31,22 +31,16 @@ def block_sizes(n_queries: int) -> tuple[int, int]:
     return (64, 64) if n_queries >= 1024 else (32, 32)
 
 
-# fp32 -> nearest fp16 (ties to even) -> fp32 without conversion instructions, which are few per SM and bound the score
-# kernels: Veltkamp's split t = 8193 x, x - ... keeps the 11 leading significant bits of x (round to nearest even, for
-# |x| >= 2^-14), and below 2^-14 (fp16 subnormals, steps of 2^-24) (x + 0.75) - 0.75 does. Every operation carries
-# an explicit .rn so nothing is contracted into an FMA or folded away (Triton 3.6 folded a plain fp32 -> fp16 -> fp32
-# round trip, seen on an H200). Exact for |x| < 65520 (larger values would be inf in fp16). The interpreter, which
-# has no PTX, keeps the casts as written.
+# Triton's compiler may fold an fp32 -> fp16 -> fp32 round trip into nothing (seen on an H200 with Triton 3.6), so
+# on a GPU every rounding point is inline PTX it cannot see through: two values per conversion into a packed fp16
+# pair (conversions are few per SM and bound the score kernels). The interpreter keeps the casts as written.
 _HALF_PTX = tl.constexpr("""{
-    .reg .f32 t, u, s, a;
-    .reg .pred small;
-    mul.rn.f32 t, $1, 0f46000400;
-    sub.rn.f32 u, t, $1;
-    sub.rn.f32 $0, t, u;
-    abs.f32 a, $1;
-    setp.lt.f32 small, a, 0f38800000;
-    @small add.rn.f32 s, $1, 0f3F400000;
-    @small sub.rn.f32 $0, s, 0f3F400000;
+    .reg .b32 pair;
+    .reg .b16 low, high;
+    cvt.rn.f16x2.f32 pair, $3, $2;
+    mov.b32 {low, high}, pair;
+    cvt.f32.f16 $0, low;
+    cvt.f32.f16 $1, high;
 }""")
 OPAQUE_ROUNDING = os.environ.get("TRITON_INTERPRET", "0") != "1"
 
@@ -55,7 +49,7 @@ OPAQUE_ROUNDING = os.environ.get("TRITON_INTERPRET", "0") != "1"
 def _half(x, OPAQUE: tl.constexpr):
     """fp32 x rounded to the nearest fp16 (ties to even), returned as fp32."""
     if OPAQUE:
-        return tl.inline_asm_elementwise(_HALF_PTX, "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise(_HALF_PTX, "=f,=f,f,f", [x], dtype=tl.float32, is_pure=True, pack=2)
     else:
         return x.to(tl.float16).to(tl.float32)
 

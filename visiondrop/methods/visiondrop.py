@@ -203,6 +203,6 @@ class VisionDrop(Method):
         """Dominant tokens (top-d scores, ascending) and the rest merged into c contextual tokens by the
         similarity of their post-RoPE keys (head mean). Returns (keep, merged, merged_index) of a Reduction."""
         n_vis = segment.shape[-2]
-        dom, rest = ascending_split(n_vis, torch.topk(scores, d, dim=-1).indices)
+        dom, rest = ascending_split(n_vis, torch.topk(scores, d, dim=-1, sorted=False).indices)  # the set only
         merged, targets = contextual_merge(segment, keys.mean(dim=-2), c, self.options.fusion, rest=rest)
         return dom, merged, rest[:, targets]
