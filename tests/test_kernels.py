@@ -98,6 +98,25 @@ def test_graph_replay_equals_the_eager_stage(fp16_layer):
     assert len(graphed.graphs.entries) == 1 and not eager.graphs.entries
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or TEST_DEVICE != "cuda", reason="CUDA graphs need a GPU")
+def test_graph_replay_equals_the_eager_encoder_stage(load_tiny):
+    _, model = load_tiny()
+    tower = model.get_vision_tower().vision_tower
+    layer = copy.deepcopy(tower.vision_model.encoder.layers[-2]).to(TEST_DEVICE, torch.float16)
+    width = layer.self_attn.q_proj.in_features
+    raw = {"method": "visiondrop", "encoder": {"dominant": 42, "contextual": 6}}
+    graphed = build_method(load_config(raw=raw))
+    eager = build_method(load_config(raw={**raw, "llm": {"graph_max_tokens": 0}}))
+    for seed in (1, 2, 3):  # five crops, as a NeXT image; the first call captures
+        g = torch.Generator().manual_seed(seed)
+        layer_input = torch.randn(5, 577, width, generator=g).half().to(TEST_DEVICE)
+        features = torch.randn(5, 577, width, generator=g).half().to(TEST_DEVICE)
+        a = graphed.reduce_encoder(layer_input, features, layer, "patch")
+        b = eager.reduce_encoder(layer_input, features, layer, "patch")
+        assert all(torch.equal(x, y) for x, y in zip(a, b)) and a[0].shape == (5, 48, width)
+    assert len(graphed.graphs.entries) == 1 and not eager.graphs.entries
+
+
 def test_triton_rope_is_bit_equal_to_the_eager_expression():
     from transformers.models.llama.modeling_llama import rotate_half
 

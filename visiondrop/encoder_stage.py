@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from visiondrop.merging import complement, contextual_merge, top_indices_ascending
+from visiondrop.merging import ascending_split, contextual_merge
 from visiondrop.scoring import clip_cls_attention, take_rows
 
 SUB_IMAGE_PATCHES = 576  # patches of one 336-px CLIP-L/14 view: LLaVA-NeXT's nominal 2880 = 5 sub-images
@@ -32,7 +32,7 @@ def dominant_contextual(layer_input: torch.Tensor, features: torch.Tensor, layer
     probs, keys = clip_cls_attention(layer_input, layer)
     scores = probs.sum(dim=1)[:, 1:]
     cls = torch.zeros(features.shape[0], 1, dtype=torch.long, device=features.device)
-    dom = torch.cat([cls, top_indices_ascending(scores, dominant - 1) + 1], dim=1)  # every image at once
-    rest = complement(n_tokens, dom)
+    top = torch.topk(scores, dominant - 1, dim=-1, sorted=False).indices + 1  # every image at once
+    dom, rest = ascending_split(n_tokens, torch.cat([cls, top], dim=1))  # CLS (index 0) comes first
     merged, targets = contextual_merge(features, keys, contextual, fusion, rest=rest)
     return torch.cat([take_rows(features, dom), merged], dim=1), torch.cat([dom, rest[:, targets]], dim=1) - 1

@@ -38,7 +38,7 @@ class LLMOptions:
     scoring: str = "visual"  # visual: all visual queries (VisionDrop); text: last instruction token (PDrop-style)
     score_memory_mib: float = 128  # torch scoring path: attention maps are built in chunks that fit in this
     kernels: str = "auto"  # scoring's norm / RoPE / score: triton | torch | auto (triton where fused_applies)
-    graph_max_tokens: int = 4096  # stages over at most batch x prefix tokens replay a CUDA graph (0: never)
+    graph_max_tokens: int = 4096  # stages over <= batch x prefix (encoder: crops x tower) tokens replay CUDA graphs
     divisor: str = "all"  # VD-2 clean option "visible": key j's score divided by the N - j queries that see it
     positions: str = "compact"  # VD-8 clean option "original": kept tokens keep their positions (FastV style)
 
@@ -139,8 +139,15 @@ class VisionDrop(Method):
         return counts
 
     def reduce_encoder(self, layer_input, features, layer, select_feature):
+        """Stage s0 over every crop at once; replayed from a CUDA graph when crops x tower tokens fit
+        `llm.graph_max_tokens` (static shapes: the tower's)."""
         d, c = self.encoder_split
-        return dominant_contextual(layer_input, features, layer, d, c, self.options.fusion)
+        run = functools.partial(dominant_contextual, layer=layer, dominant=d, contextual=c,
+                                fusion=self.options.fusion)
+        if layer_input.is_cuda and layer_input.shape[:2].numel() <= self.options.llm.graph_max_tokens:
+            key = ("encoder", id(layer), tuple(layer_input.shape), layer_input.dtype, layer_input.device, d, c)
+            return self.graphs.run(key, run, layer_input, features)
+        return run(layer_input, features)
 
     def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> Reduction | list:
         """One batched pass when every row has the same visual count and budget (the common case), else per
