@@ -102,7 +102,7 @@ def test_graph_replay_equals_the_eager_stage(fp16_layer):
 def test_graph_replay_equals_the_eager_encoder_stage(load_tiny):
     _, model = load_tiny()
     tower = model.get_vision_tower().vision_tower
-    layer = copy.deepcopy(tower.vision_model.encoder.layers[-2]).to(TEST_DEVICE, torch.float16)
+    layer = copy.deepcopy(tower.encoder.layers[-2]).to(TEST_DEVICE, torch.float16)
     width = layer.self_attn.q_proj.in_features
     raw = {"method": "visiondrop", "encoder": {"dominant": 42, "contextual": 6}}
     graphed = build_method(load_config(raw=raw))
