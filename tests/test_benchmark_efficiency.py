@@ -39,10 +39,16 @@ def _script():
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("efficiency")
-    _script().main(["--random-weights", "tiny", "--dtype", "fp32", "--device", "cpu", "--configs", str(VD64),
-                    "--batch-sizes", "1,2", "--repeats", "2", "--warmup", "1", "--gen-tokens", "1,2",
-                    "--text-tokens", str(TEXT), "--out", str(out)])
-    return json.loads((out / "efficiency.json").read_text()), (out / "efficiency.md").read_text()
+    record = run_benchmark(out, "--random-weights", "tiny", "--configs", str(VD64), "--batch-sizes", "1,2",
+                           "--repeats", "2", "--warmup", "1")
+    return record, (out / "efficiency.md").read_text()
+
+
+def run_benchmark(out: Path, *args: str) -> dict:
+    """The script on the CPU in fp32 with G = 1, 2 and TEXT text tokens, plus `args`; returns its JSON record."""
+    _script().main([*args, "--dtype", "fp32", "--device", "cpu", "--gen-tokens", "1,2", "--text-tokens", str(TEXT),
+                    "--out", str(out)])
+    return json.loads((out / "efficiency.json").read_text())
 
 
 def _results(record: dict) -> dict[tuple[str, str], dict]:
@@ -105,10 +111,8 @@ def test_timed_loop_equals_generate_and_times_the_selection():
 
 
 def test_graph_decode_mode_runs_and_says_so(tmp_path):
-    _script().main(["--random-weights", "tiny", "--dtype", "fp32", "--device", "cpu", "--configs", str(VD64),
-                    "--batch-sizes", "2", "--repeats", "1", "--warmup", "1", "--gen-tokens", "1,2",
-                    "--text-tokens", str(TEXT), "--cuda-graph-decode", "--out", str(tmp_path)])
-    record = json.loads((tmp_path / "efficiency.json").read_text())
+    record = run_benchmark(tmp_path, "--random-weights", "tiny", "--configs", str(VD64), "--batch-sizes", "2",
+                           "--repeats", "1", "--warmup", "1", "--cuda-graph-decode")
     assert record["environment"]["mode"] == "eager prefill, CUDA-graph decode"
     assert "Mode: eager prefill, CUDA-graph decode" in (tmp_path / "efficiency.md").read_text()
     for r in record["results"]:
@@ -169,11 +173,10 @@ NEXT_PROJECTED = {"none/llava_next": 2880, "visiondrop/llava_next_320": 5 * (84 
 @pytest.fixture(scope="module")
 def next_outputs(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("efficiency_next")
-    _script().main(["--random-weights", "tiny-next", "--dtype", "fp32", "--device", "cpu", "--configs", str(VD_NEXT),
-                    "--batch-sizes", "1,2", "--repeats", "1", "--warmup", "0", "--gen-tokens", "1,2",
-                    "--text-tokens", str(TEXT), "--out", str(out)])
-    assert (out / "efficiency.json").is_file() and (out / "efficiency.md").is_file()
-    return json.loads((out / "efficiency.json").read_text()), (out / "efficiency.md").read_text()
+    record = run_benchmark(out, "--random-weights", "tiny-next", "--configs", str(VD_NEXT), "--batch-sizes", "1,2",
+                           "--repeats", "1", "--warmup", "0")
+    assert (out / "efficiency.md").is_file()
+    return record, (out / "efficiency.md").read_text()
 
 
 def test_next_report_uses_the_next_reference(next_outputs):

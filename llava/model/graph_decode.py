@@ -44,7 +44,7 @@ class StaticKV:
 
     @property
     def signature(self) -> tuple:
-        return tuple(self.owner.buffer_key(layer, k) for layer, (k, _) in sorted(self.buffers.items()))
+        return tuple(self.owner.buffer_key(layer, k, k.shape[2]) for layer, (k, _) in sorted(self.buffers.items()))
 
 
 @dataclass
@@ -125,8 +125,9 @@ class DecodeGraphs:
         self._buffers: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._steps: OrderedDict[tuple, DecodeStep] = OrderedDict()
 
-    def buffer_key(self, layer: int, like: torch.Tensor, length: int | None = None) -> tuple:
-        length = like.shape[2] if length is None else -(-length // self.bucket) * self.bucket
+    def buffer_key(self, layer: int, like: torch.Tensor, length: int) -> tuple:
+        """Identity of `layer`'s buffers for keys shaped like `like` and `length` tokens (rounded up to `bucket`)."""
+        length = -(-length // self.bucket) * self.bucket
         return layer, like.shape[0], like.shape[1], length, like.shape[3], like.dtype, like.device
 
     def buffers(self, layer: int, like: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
