@@ -1,4 +1,4 @@
-"""The Triton score kernel against the torch reference (on the CPU through Triton's interpreter, on a GPU
+"""The Triton score and selection kernels against the torch reference (on the CPU through Triton's interpreter, on a GPU
 compiled), and CUDA-graph replay of a VisionDrop stage against the eager stage (GPU only)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from conftest import TEST_DEVICE
 
 from llava.model.sequence import SequenceBatch
 from visiondrop.config import load_config
+from visiondrop.merging import ascending_split, contextual_merge
 from visiondrop.methods import build_method
 from visiondrop.scoring import attention_to_columns
 
@@ -52,6 +53,61 @@ def test_triton_score_rejects_what_it_cannot_compute():
         visual_attention_scores(q[..., :24], k[..., :24], 4)
 
 
+def reference_selection(parts, segment, keys, d, c, fusion, visible):
+    """The torch path of a stage from the score's partial sums on: top-d split, then contextual merging."""
+    n = parts.shape[-1]
+    scores = (parts.sum(dim=1) / n).half()
+    if visible:  # VD-2: key j is seen by the n - j queries at or after it
+        scores = scores * (n / torch.arange(n, 0, -1, device=scores.device)).half()
+    dom, rest = ascending_split(n, torch.topk(scores, d, dim=-1, sorted=False).indices)
+    merged, targets = contextual_merge(segment, keys.mean(dim=-2), c, fusion, rest=rest)
+    return dom, merged, rest[:, targets]
+
+
+@pytest.mark.parametrize("batch,n,d,c,fusion,visible", [
+    (2, 90, 20, 4, "target_plus_mean", False), (1, 300, 61, 9, "size_weighted", False),
+    (1, 120, 30, 6, "target_plus_mean", True), (1, 50, 10, 0, "target_plus_mean", False),  # no merging
+    (1, 40, 30, 10, "target_plus_mean", False),  # every remaining token is a target
+    (1, 1600, 200, 8, "size_weighted", False)])  # group sums in two splits
+def test_fused_selection_equals_the_torch_path(batch, n, d, c, fusion, visible):
+    from visiondrop.selection_kernels import select_and_merge
+
+    g = torch.Generator().manual_seed(n)
+    parts = torch.rand(batch, 3, n, generator=g).to(TEST_DEVICE)
+    segment = torch.randn(batch, n, 64, generator=g).half().to(TEST_DEVICE)
+    keys = torch.randn(batch, n, 2, 32, generator=g).half().to(TEST_DEVICE)
+    ours = select_and_merge(parts, segment, keys, d, c, fusion, visible)
+    expected = reference_selection(parts, segment, keys, d, c, fusion, visible)
+    assert [tuple(x.shape) for x in ours] == [(batch, d), (batch, c, 64), (batch, c)]
+    assert all(torch.equal(a, b) for a, b in zip(ours, expected))
+
+
+def test_fused_selection_takes_the_lowest_indices_among_ties():
+    from visiondrop.selection_kernels import select_and_merge
+
+    g = torch.Generator().manual_seed(0)
+    n, d = 64, 21
+    parts = torch.randint(1, 4, (1, 1, n), generator=g).float().mul(n / 8).to(TEST_DEVICE)  # scores 1/8, 2/8, 3/8
+    segment = torch.randn(1, n, 32, generator=g).half().to(TEST_DEVICE)
+    dom, _, _ = select_and_merge(parts, segment, segment.unflatten(-1, (2, 16)), d, 0)
+    scores = parts[0, 0]
+    expected = torch.sort(scores, descending=True, stable=True).indices[:d].sort().values  # ties: lowest first
+    assert 0 < int((scores == scores[expected[-1]]).sum()) - int((scores[expected] == scores[expected[-1]]).sum())
+    assert torch.equal(dom[0], expected)
+
+
+def test_fused_selection_rejects_what_it_cannot_compute():
+    from visiondrop.selection_kernels import select_and_merge
+
+    parts = torch.rand(1, 2, 30).to(TEST_DEVICE)
+    segment = torch.randn(1, 30, 32).half().to(TEST_DEVICE)
+    keys = segment.unflatten(-1, (2, 16))
+    with pytest.raises(ValueError, match="cannot keep 25 \\+ 6 of 30"):
+        select_and_merge(parts, segment, keys, 25, 6)
+    with pytest.raises(ValueError, match="fp16"):
+        select_and_merge(parts, segment.float(), keys.float(), 5, 2)
+
+
 def stage_inputs(tiny_llm_layer, rotary, batch: int, first: int, n_vis: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     length = first + n_vis + 7
@@ -76,11 +132,12 @@ def fp16_layer(load_tiny):
     return layer, model.model.rotary_emb
 
 
-def test_stage_is_the_same_with_either_kernels(fp16_layer):
+@pytest.mark.parametrize("options", [{}, {"divisor": "visible"}])
+def test_stage_is_the_same_with_either_kernels(fp16_layer, options):
     layer, rotary = fp16_layer
     batch, rope = stage_inputs(layer, rotary, batch=2, first=9, n_vis=90, seed=1)
-    triton_path = visiondrop_with(kernels="triton").reduce(1, 8, batch, layer, rope)
-    torch_path = visiondrop_with(kernels="torch").reduce(1, 8, batch, layer, rope)
+    triton_path = visiondrop_with(kernels="triton", **options).reduce(1, 8, batch, layer, rope)
+    torch_path = visiondrop_with(kernels="torch", **options).reduce(1, 8, batch, layer, rope)
     assert torch.equal(triton_path.keep, torch_path.keep)
     assert torch.equal(triton_path.merged_index, torch_path.merged_index)
     assert torch.equal(triton_path.merged, torch_path.merged)

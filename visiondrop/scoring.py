@@ -121,15 +121,10 @@ def attention_to_columns(q: torch.Tensor, k: torch.Tensor, query_pos: torch.Tens
     return (total / q.shape[-3]).to(dtype)
 
 
-def visual_attention(q: torch.Tensor, k: torch.Tensor, first: int, memory_mib: float = 128,
-                     fused: bool = False) -> torch.Tensor:
+def visual_attention(q: torch.Tensor, k: torch.Tensor, first: int, memory_mib: float = 128) -> torch.Tensor:
     """VisionDrop's score [B, N]: mean attention that the visual queries q [B, N, H, d] (sequence indices
-    first..first+N-1) pay to each visual key, over keys k [B, T, H, d]. `fused`: the Triton kernel (same
-    rounding points, no attention map stored; fp16); else `attention_to_columns` in chunks of `memory_mib`."""
-    if fused:
-        from visiondrop.kernels import visual_attention_scores
-
-        return visual_attention_scores(q, k, first)
+    first..first+N-1) pay to each visual key, over keys k [B, T, H, d], in query chunks of `memory_mib`
+    (`kernels.visual_attention_scores` computes the same in fp16 without storing attention maps)."""
     n = q.shape[-3]
     return attention_to_columns(q, k, torch.arange(first, first + n, device=q.device), slice(first, first + n),
                                 memory_mib)

@@ -194,9 +194,19 @@ class VisionDrop(Method):
         return Reduction(*self._select_and_merge(take_rows(hidden, visual), take_rows(k, visual), scores, d, c))
 
     def _reduce_span(self, hidden, cos, sin, first, layer, d, c, fused) -> tuple[torch.Tensor, ...]:
-        """Visual-only reduction of rows whose visual span is [first, end of `hidden`); `fused`: Triton kernels."""
+        """Visual-only reduction of rows whose visual span is [first, end of `hidden`); `fused`: Triton kernels
+        (norm, RoPE, score, selection and merging; segments of at most MAX_SELECT_TOKENS)."""
         q, k = llm_query_key(hidden, layer, cos, sin, slice(first, None), fused)
-        scores = self._rescale(visual_attention(q, k, first, self.options.llm.score_memory_mib, fused))
+        if fused:
+            from visiondrop import kernels, selection_kernels
+
+            if hidden.shape[1] - first <= selection_kernels.MAX_SELECT_TOKENS:
+                return selection_kernels.select_and_merge(
+                    kernels.visual_attention_parts(q, k, first), hidden[:, first:], k[:, first:], d, c,
+                    self.options.fusion, visible=self.options.llm.divisor == "visible")
+            scores = self._rescale(kernels.visual_attention_scores(q, k, first))
+        else:
+            scores = self._rescale(visual_attention(q, k, first, self.options.llm.score_memory_mib))
         return self._select_and_merge(hidden[:, first:], k[:, first:], scores, d, c)
 
     def _rescale(self, scores: torch.Tensor) -> torch.Tensor:
