@@ -94,6 +94,8 @@ def test_fused_selection_takes_the_lowest_indices_among_ties():
     expected = torch.sort(scores, descending=True, stable=True).indices[:d].sort().values  # ties: lowest first
     assert 0 < int((scores == scores[expected[-1]]).sum()) - int((scores[expected] == scores[expected[-1]]).sum())
     assert torch.equal(dom[0], expected)
+    if scores.is_cuda:  # the torch path's CUDA top-k takes the same tied indices
+        assert torch.equal(scores.topk(d, sorted=False).indices.sort().values, expected)
 
 
 def test_fused_selection_rejects_what_it_cannot_compute():
@@ -106,6 +108,28 @@ def test_fused_selection_rejects_what_it_cannot_compute():
         select_and_merge(parts, segment, keys, 25, 6)
     with pytest.raises(ValueError, match="fp16"):
         select_and_merge(parts, segment.float(), keys.float(), 5, 2)
+    with pytest.raises(ValueError, match="power-of-two head_dim"):
+        select_and_merge(parts, segment, segment.unflatten(-1, (4, 8)), 5, 2)
+
+
+def test_fused_encoder_stage_equals_the_torch_stage():
+    from transformers import CLIPVisionConfig
+    from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+
+    from visiondrop.encoder_stage import dominant_contextual
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4)  # head_dim 16
+    layer = CLIPEncoderLayer(config).to(TEST_DEVICE, torch.float16)
+    # A peaked CLS attention: a random layer's is nearly uniform, so its fp16 scores tie at the cut, where a CPU
+    # top-k may pick other indices than the lowest.
+    layer.self_attn.q_proj.weight.data *= 30
+    g = torch.Generator().manual_seed(0)
+    layer_input, features = (torch.randn(2, 577, 64, generator=g).half().to(TEST_DEVICE) for _ in range(2))
+    fused = dominant_contextual(layer_input, features, layer, 42, 6, fused=True)
+    reference = dominant_contextual(layer_input, features, layer, 42, 6)
+    assert fused[0].shape == (2, 48, 64) and bool((fused[1][:, 0] == -1).all())  # CLS first
+    assert all(torch.equal(a, b) for a, b in zip(fused, reference))
 
 
 def stage_inputs(tiny_llm_layer, rotary, batch: int, first: int, n_vis: int, seed: int):

@@ -49,7 +49,6 @@ class GraphCache:
                 self.entries.popitem(last=False)
         self.entries.move_to_end(key)
         graph, static, outputs = entry
-        for buffer, x in zip(static, inputs):
-            buffer.copy_(x)
+        torch._foreach_copy_(static, inputs)  # one launch for every input
         graph.replay()
         return tuple(out.clone() for out in outputs)

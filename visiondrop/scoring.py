@@ -145,7 +145,7 @@ def last_token_attention(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tens
 
 def clip_cls_attention(layer_input: torch.Tensor, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """For a CLIP encoder layer and its input [n, T, C]: the [CLS] query's attention probabilities per head
-    [n, H, T] (softmax in fp32, cast back, as CLIP's eager path) and the head-mean raw keys [n, T, d]."""
+    [n, H, T] (softmax in fp32, cast back, as CLIP's eager path) and the raw keys [n, T, H, d]."""
     attn = layer.self_attn
     z = layer.layer_norm1(layer_input)
     n, t, _ = z.shape
@@ -154,4 +154,4 @@ def clip_cls_attention(layer_input: torch.Tensor, layer: nn.Module) -> tuple[tor
     k = attn.k_proj(z).view(n, t, heads, head_dim)
     logits = torch.einsum("nqhd,nkhd->nhk", q, k) * attn.scale
     probs = logits.float().softmax(dim=-1).to(z.dtype)
-    return probs, k.mean(dim=2)
+    return probs, k

@@ -5,7 +5,7 @@ cost more GPU time at batch 1 than the score itself at a few hundred tokens).
 1. `_select_kernel` (one program per row): finishes the score from the column kernel's partial sums, finds the
    d-th largest score by a search over the fp16 patterns, two bits per step (non-negative fp16 values order as
    integers), and writes the dominant indices, the stride targets and the other remaining tokens, each in
-   ascending order. Ties at the threshold go to the lowest indices, as CUDA's top-k.
+   ascending order. Ties at the threshold go to the lowest indices (as CUDA's top-k, which a GPU test checks).
 2. `_unit_keys_kernel` (one program per token): the L2-normalised head mean of its post-RoPE key.
 3. `_assign_kernel`: every remaining non-target token joins the target whose unit key is most similar (fp16
    dot products, ties to the first target), written to a per-token group list (-1: not merged).
@@ -173,16 +173,21 @@ def merge_splits(n: int) -> int:
 
 
 def select_and_merge(parts: torch.Tensor, segment: torch.Tensor, keys: torch.Tensor, n_dominant: int, n_targets: int,
-                     fusion: str = "target_plus_mean", visible: bool = False) -> tuple[torch.Tensor, ...]:
-    """VisionDrop's selection from the score kernel's partial sums `parts` [B, P, N] (`kernels.visual_attention_parts`)
-    for the visual segment [B, N, D] with post-RoPE keys [B, N, H, d]: (dominant indices [B, d], merged tokens
-    [B, c, D], target indices [B, c]), as `_select_and_merge` with `_rescale` (`visible`: the VD-2 divisor)."""
+                     fusion: str = "target_plus_mean", visible: bool = False,
+                     divisor: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Dominant selection and contextual merging of a segment [B, N, D] from partial sums of its scores `parts`
+    [B, P, N] (score = fp16(sum over P / `divisor`), by default the N visual queries of
+    `kernels.visual_attention_parts`) and its keys [B, N, H, d] (merging compares their head means). Returns
+    (dominant indices [B, d], merged tokens [B, c, D], target indices [B, c]), as the torch path
+    (`VisionDrop._select_and_merge` with `_rescale`; `visible`: the VD-2 divisor)."""
     batch, n_parts, n = parts.shape
     if not segment.dtype == keys.dtype == torch.float16 or segment.stride(-1) != 1 or keys.stride(-1) != 1:
         raise ValueError(f"fp16 segment / keys with contiguous rows expected, got {segment.dtype} / {keys.dtype}")
     if n > MAX_SELECT_TOKENS or n_dominant + n_targets > n or not segment.shape[:2] == keys.shape[:2] == (batch, n):
         raise ValueError(f"cannot keep {n_dominant} + {n_targets} of {n} tokens (segment {tuple(segment.shape)}, "
                          f"keys {tuple(keys.shape)}, at most {MAX_SELECT_TOKENS} tokens)")
+    if keys.shape[-1] < 16 or keys.shape[-1] & (keys.shape[-1] - 1):
+        raise ValueError(f"the Triton merging needs a power-of-two head_dim >= 16, got {keys.shape[-1]}")
     n_rest = n - n_dominant - n_targets
     step = max(1, (n - n_dominant) // n_targets) if n_targets else 1
     device, width = parts.device, segment.shape[-1]
@@ -192,7 +197,7 @@ def select_and_merge(parts: torch.Tensor, segment: torch.Tensor, keys: torch.Ten
     group = torch.empty(batch, n, dtype=torch.int32, device=device)
     block = triton.next_power_of_2(n)
     _select_kernel[(batch,)](parts, dom, targets, rest, group, n, n_parts, n_dominant, n_targets, step,
-                             _fp32_reciprocal(n), float(n), VISIBLE=visible, BLOCK=block, PARTS=4,
+                             _fp32_reciprocal(divisor or n), float(n), VISIBLE=visible, BLOCK=block, PARTS=4,
                              OPAQUE=OPAQUE_ROUNDING, num_warps=8 if block >= 2048 else 4)
     merged = segment.new_empty(batch, n_targets, width)
     if n_targets == 0:

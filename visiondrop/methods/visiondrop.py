@@ -37,7 +37,7 @@ class LLMOptions:
     per_sub_image: bool = False  # true: `tokens` pairs are per sub-image, a sample keeps n_sub x each (NeXT)
     scoring: str = "visual"  # visual: all visual queries (VisionDrop); text: last instruction token (PDrop-style)
     score_memory_mib: float = 128  # torch scoring path: attention maps are built in chunks that fit in this
-    kernels: str = "auto"  # scoring's norm / RoPE / score: triton | torch | auto (triton where fused_applies)
+    kernels: str = "auto"  # scoring, selection, merging (LLM and encoder stages): triton | torch | auto (fp16 CUDA)
     graph_max_tokens: int = 4096  # stages over <= batch x prefix (encoder: crops x tower) tokens replay CUDA graphs
     divisor: str = "all"  # VD-2 clean option "visible": key j's score divided by the N - j queries that see it
     positions: str = "compact"  # VD-8 clean option "original": kept tokens keep their positions (FastV style)
@@ -143,7 +143,7 @@ class VisionDrop(Method):
         `llm.graph_max_tokens` (static shapes: the tower's)."""
         d, c = self.encoder_split
         run = functools.partial(dominant_contextual, layer=layer, dominant=d, contextual=c,
-                                fusion=self.options.fusion)
+                                fusion=self.options.fusion, fused=self._fused(layer_input, layer.self_attn.head_dim))
         if layer_input.is_cuda and layer_input.shape[:2].numel() <= self.options.llm.graph_max_tokens:
             key = ("encoder", id(layer), tuple(layer_input.shape), layer_input.dtype, layer_input.device, d, c)
             return self.graphs.run(key, run, layer_input, features)
@@ -179,9 +179,8 @@ class VisionDrop(Method):
             # never see later tokens), so the work has static shapes and small inputs can replay a CUDA graph.
             end = first + n_vis
             inputs = (hidden[:, :end], cos[:, :end], sin[:, :end])
-            fused = opts.kernels == "triton" or (
-                opts.kernels == "auto" and fused_applies(hidden, layer.self_attn.head_dim))
-            run = functools.partial(self._reduce_span, first=first, layer=layer, d=d, c=c, fused=fused)
+            run = functools.partial(self._reduce_span, first=first, layer=layer, d=d, c=c,
+                                    fused=self._fused(hidden, layer.self_attn.head_dim))
             if hidden.is_cuda and hidden.shape[0] * end <= opts.graph_max_tokens:
                 key = (id(layer), tuple(inputs[0].shape), hidden.dtype, hidden.device, first, d, c)
                 return Reduction(*self.graphs.run(key, run, *inputs))
@@ -192,6 +191,11 @@ class VisionDrop(Method):
         q, k = llm_query_key(hidden, layer, cos, sin, rows)
         scores = self._rescale(attention_to_columns(q, k, rows, visual, opts.score_memory_mib))
         return Reduction(*self._select_and_merge(take_rows(hidden, visual), take_rows(k, visual), scores, d, c))
+
+    def _fused(self, x: torch.Tensor, head_dim: int) -> bool:
+        """Whether a stage over `x` runs the Triton kernels (`llm.kernels`; auto: where `fused_applies`)."""
+        kernels = self.options.llm.kernels
+        return kernels == "triton" or (kernels == "auto" and fused_applies(x, head_dim))
 
     def _reduce_span(self, hidden, cos, sin, first, layer, d, c, fused) -> tuple[torch.Tensor, ...]:
         """Visual-only reduction of rows whose visual span is [first, end of `hidden`); `fused`: Triton kernels
