@@ -1,6 +1,7 @@
-"""Triton kernels for the rest of a VisionDrop LLM stage once the score kernels have run: dominant selection and
-contextual merging in three launches instead of ~40 small torch kernels (which, even replayed from a CUDA graph,
-cost more GPU time at batch 1 than the score itself at a few hundred tokens).
+"""Triton kernels for what follows the score in a VisionDrop stage: dominant selection and contextual merging in
+five launches instead of ~40 small torch kernels (which, even replayed from a CUDA graph, cost more GPU time at
+batch 1 than the score itself at a few hundred tokens). The LLM stages feed them the score kernel's partial sums
+(`kernels.visual_attention_parts`), the encoder stage its CLS attention.
 
 1. `_select_kernel` (one program per row): finishes the score from the column kernel's partial sums, finds the
    d-th largest score by a search over the fp16 patterns, two bits per step (non-negative fp16 values order as
@@ -37,7 +38,7 @@ def _fp32_reciprocal(n: int) -> float:
 @triton.jit
 def _select_kernel(parts_ptr, dom_ptr, target_ptr, rest_ptr, group_ptr, n, n_parts, n_dominant, n_targets, step, inv_n,
                    n_float, VISIBLE: tl.constexpr, BLOCK: tl.constexpr, PARTS: tl.constexpr, OPAQUE: tl.constexpr):
-    """Score_j = fp16(sum of partial sums * 1/n) (VISIBLE: times fp16(n * fp32(1 / (n - j)))); dominant = the
+    """Score_j = fp16(sum of partial sums * inv_n) (VISIBLE: times fp16(n * fp32(1 / (n - j)))); dominant = the
     n_dominant highest; the remaining tokens at slots 0, step, ... are the n_targets targets, the others go to
     rest_ptr. All three lists ascending; dominant and target tokens get group -1."""
     b = tl.program_id(0)
