@@ -188,6 +188,12 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def require_head_dim(head_dim: int, what: str) -> None:
+    """`tl.dot` over head dims needs a power of two >= 16."""
+    if head_dim < 16 or head_dim & (head_dim - 1):
+        raise ValueError(f"{what} needs a power-of-two head_dim >= 16, got {head_dim}")
+
+
 def visual_attention_parts(q: torch.Tensor, k: torch.Tensor, first: int) -> torch.Tensor:
     """Partial sums [B, P, N] of VisionDrop's score for post-RoPE visual queries q [B, N, H, d] sitting at sequence
     indices first..first+N-1 and keys k [B, T, H, d] (T >= first + N; keys past first + N are never seen): the
@@ -197,8 +203,7 @@ def visual_attention_parts(q: torch.Tensor, k: torch.Tensor, first: int) -> torc
         raise ValueError(f"keys {tuple(k.shape)} do not cover queries {tuple(q.shape)} at {first}")
     if q.dtype != torch.float16 or k.dtype != q.dtype:
         raise ValueError(f"the Triton kernels take fp16, got q/k in {q.dtype} / {k.dtype}")
-    if head_dim < 16 or head_dim & (head_dim - 1):
-        raise ValueError(f"the Triton score needs a power-of-two head_dim >= 16, got {head_dim}")
+    require_head_dim(head_dim, "the Triton score")
     inv_sqrt_d = float(np.float32(1.0) / np.float32(math.sqrt(head_dim)))  # the fp32 reciprocal torch's div uses
     stats = torch.empty(2, batch * n_heads, n_queries, dtype=torch.float32, device=q.device)
     block_queries, block_keys = block_sizes(n_queries)

@@ -22,8 +22,8 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 
 
 def fused_applies(hidden: torch.Tensor, head_dim: int) -> bool:
-    """Whether visiondrop.kernels can take over the scoring of `hidden`: fp16 on CUDA, a power-of-two
-    head_dim >= 16, Triton installed."""
+    """Whether the Triton kernels (visiondrop.kernels, visiondrop.selection_kernels) can take over a stage over
+    `hidden`: fp16 on CUDA, a power-of-two head_dim >= 16, Triton installed."""
     fits = hidden.dtype == torch.float16 and head_dim >= 16 and not head_dim & (head_dim - 1)
     return hidden.is_cuda and fits and _triton_installed()
 

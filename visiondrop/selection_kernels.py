@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from visiondrop.kernels import OPAQUE_ROUNDING, _half
+from visiondrop.kernels import OPAQUE_ROUNDING, _half, require_head_dim
 
 MAX_SELECT_TOKENS = 16384  # one program holds a row's scores: longer visual segments take the torch path
 
@@ -187,8 +187,7 @@ def select_and_merge(parts: torch.Tensor, segment: torch.Tensor, keys: torch.Ten
     if n > MAX_SELECT_TOKENS or n_dominant + n_targets > n or not segment.shape[:2] == keys.shape[:2] == (batch, n):
         raise ValueError(f"cannot keep {n_dominant} + {n_targets} of {n} tokens (segment {tuple(segment.shape)}, "
                          f"keys {tuple(keys.shape)}, at most {MAX_SELECT_TOKENS} tokens)")
-    if keys.shape[-1] < 16 or keys.shape[-1] & (keys.shape[-1] - 1):
-        raise ValueError(f"the Triton merging needs a power-of-two head_dim >= 16, got {keys.shape[-1]}")
+    require_head_dim(keys.shape[-1], "the Triton merging")
     n_rest = n - n_dominant - n_targets
     step = max(1, (n - n_dominant) // n_targets) if n_targets else 1
     device, width = parts.device, segment.shape[-1]
