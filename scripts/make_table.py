@@ -1,7 +1,7 @@
 """Build the VisionDrop Table-1 layout (Markdown) from a folder of result JSONs.
 
 Usage: python scripts/make_table.py RESULTS_DIR [--out table.md] [--model NAME]
-Rows are (method, budget) with the unpruned `none` row first; columns and metrics come from
+Rows are (method, budget, variant) with the unpruned `none` row first; columns and metrics come from
 `llava.eval.scoring.results.TABLE_COLUMNS`; `Avg.` is the mean over available columns of
 value / unpruned × 100%.
 """
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llava.eval.scoring.results import TABLE_COLUMNS, load_results  # noqa: E402
 
 EMPTY = "–"
-RowKey = tuple[str, Any]
+RowKey = tuple[str, Any, str]  # (method, budget, the method's variant from the record's config)
 
 
 def _value(record: dict[str, Any], metric: str) -> float | None:
@@ -44,19 +44,22 @@ def collect(records: Iterable[dict[str, Any]]) -> dict[str, dict[RowKey, dict[st
         value = _value(rec, metric)
         if value is None:
             continue
-        model, row = str(rec.get("model") or ""), (str(rec.get("method") or "unknown"), rec.get("budget"))
+        variant = str((rec.get("config") or {}).get("variant") or "")
+        model, row = str(rec.get("model") or ""), (str(rec.get("method") or "unknown"), rec.get("budget"), variant)
         key, created = (model, row, col), str(rec.get("created", ""))
         if key in stamp and stamp[key] > created:
             continue
         stamp[key] = created
         table[model][row][col] = value
+        if rec.get("visual_tokens_mean") is not None:  # measured visual tokens per layer (latest record)
+            table[model][row]["B"] = float(rec["visual_tokens_mean"])
     return {m: dict(rows) for m, rows in table.items()}
 
 
 def _order(rows: Iterable[RowKey]) -> list[RowKey]:
     """Unpruned (`none`) rows first, then by budget (largest first, missing last) and method name."""
     def key(row: RowKey) -> tuple:
-        method, budget = row
+        method, budget, _ = row
         has_budget = isinstance(budget, (int, float))
         return (method.lower() != "none", not has_budget, -budget if has_budget else 0, method)
     return sorted(rows, key=key)
@@ -66,7 +69,7 @@ def relative_average(values: dict[str, float], reference: dict[str, float] | Non
     """Mean over columns present in both rows of value / reference × 100 (None when nothing to compare)."""
     if not reference:
         return None
-    ratios = [100.0 * v / reference[c] for c, v in values.items() if reference.get(c)]
+    ratios = [100.0 * v / reference[c] for c, v in values.items() if c in TABLE_COLUMNS and reference.get(c)]
     return sum(ratios) / len(ratios) if ratios else None
 
 
@@ -75,11 +78,13 @@ def render(rows: dict[RowKey, dict[str, float]]) -> str:
     ordered = _order(rows)
     reference = next((rows[r] for r in ordered if r[0].lower() == "none"), None)
     cols = list(TABLE_COLUMNS)
-    lines = ["| Method | Tokens | " + " | ".join(cols) + " | Avg. |",
-             "|---|---:|" + "---:|" * (len(cols) + 1)]
+    lines = ["| Method | Tokens | Variant | " + " | ".join(cols) + " | Avg. |",
+             "|---|---:|---|" + "---:|" * (len(cols) + 1)]
     for row in ordered:
-        method, budget = row
-        cells = [method, EMPTY if budget is None else str(budget)]
+        method, budget, variant = row
+        measured = f"B {rows[row]['B']:.2f}" if "B" in rows[row] else ""
+        label = "; ".join(filter(None, [variant, measured])) or EMPTY
+        cells = [method, EMPTY if budget is None else str(budget), label]
         for col in cols:
             value = rows[row].get(col)
             cells.append(EMPTY if value is None else format(value, TABLE_COLUMNS[col][2]))
@@ -95,7 +100,8 @@ def footnote() -> str:
              for col, (bench, metric, _, desc) in TABLE_COLUMNS.items()]
     return ("Columns: " + "; ".join(parts) + ". SQA shows IMG-Accuracy; the overall accuracy is "
             "`metrics.accuracy` in the scienceqa result JSON. Avg. = mean over the available columns of "
-            f"value / unpruned (`none`) value × 100%. {EMPTY} = no result.")
+            f"value / unpruned (`none`) value × 100%. Variant = the method's named options (docs/baselines.md, "
+            f"Fairness) and B = its measured visual tokens per layer. {EMPTY} = no result.")
 
 
 def build_table(records: Iterable[dict[str, Any]], model: str | None = None) -> str:

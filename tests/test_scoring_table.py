@@ -55,13 +55,13 @@ def test_make_table(tmp_path: Path) -> None:
     _write_all(tmp_path)
     text = _make_table().build_table(load_results(tmp_path))
     lines = [line for line in text.splitlines() if line.startswith("|")]
-    header = "| Method | Tokens | GQA | MMB | MMB-CN | MME | POPE | SQA | VQAv2 | VQAText | VizWiz | Avg. |"
+    header = "| Method | Tokens | Variant | GQA | MMB | MMB-CN | MME | POPE | SQA | VQAv2 | VQAText | VizWiz | Avg. |"
     assert lines[0] == header
     # Avg: none = 100%; fastv = (55.8/62 + 1488/1860)/2 = (90% + 80%)/2;
     # visiondrop = (58.9/62 + 81.7/86)/2 = (95% + 95%)/2
-    assert lines[2] == "| none | 576 | 62.00 | – | – | 1860 | 86.00 | – | – | – | – | 100.0% |"
-    assert lines[3] == "| fastv | 64 | 55.80 | – | – | 1488 | – | – | – | – | – | 85.0% |"
-    assert lines[4] == "| visiondrop | 64 | 58.90 | – | – | – | 81.70 | – | – | – | – | 95.0% |"
+    assert lines[2] == "| none | 576 | – | 62.00 | – | – | 1860 | 86.00 | – | – | – | – | 100.0% |"
+    assert lines[3] == "| fastv | 64 | – | 55.80 | – | – | 1488 | – | – | – | – | – | 85.0% |"
+    assert lines[4] == "| visiondrop | 64 | – | 58.90 | – | – | – | 81.70 | – | – | – | – | 95.0% |"
     assert len(lines) == 5
     assert "overall accuracy is `metrics.accuracy`" in text
 

@@ -45,9 +45,12 @@ class PruningConfig:
     source: str = ""
 
     def to_dict(self) -> dict:
-        """Plain dict for result files (options flattened to nested dicts)."""
+        """Plain dict for result files (options flattened to nested dicts, plus the method's variant)."""
+        from visiondrop.methods import build_method
+
         out = {k: getattr(self, k) for k in HEADER_KEYS}
         out["options"] = dataclasses.asdict(self.options) if dataclasses.is_dataclass(self.options) else {}
+        out["variant"] = build_method(self).variant() if self.options is not None else ""
         out["source"] = self.source
         return out
 

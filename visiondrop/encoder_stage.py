@@ -20,19 +20,19 @@ def nominal_sub_images(n_visual: int) -> int:
 
 
 def dominant_contextual(layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module, dominant: int,
-                        contextual: int, fusion: str = "target_plus_mean",
-                        fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                        contextual: int, fusion: str = "target_plus_mean", fused: bool = False,
+                        fp32_softmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """[n, 1+P, C] tower tokens -> [n, dominant + contextual, C] and each output token's origin [n, T'].
 
     Dominant set = CLS + the (dominant - 1) patches with the highest CLS attention (summed over heads), in
     ascending order; the rest merge into `contextual` tokens at stride targets by the similarity of their
     head-mean keys. Origin: CLS -1, patch j -> j. `fused`: selection and merging as the Triton kernels of
-    `selection_kernels` (fp16 on CUDA; same results).
+    `selection_kernels` (fp16 on CUDA; same results). `fp32_softmax=False`: the CLS softmax in the tower's dtype.
     """
     n_tokens = features.shape[1]
     if dominant < 1 or contextual < 0 or dominant + contextual > n_tokens:
         raise ValueError(f"dominant={dominant} + contextual={contextual} exceeds the {n_tokens} tower tokens")
-    probs, keys = clip_cls_attention(layer_input, layer)
+    probs, keys = clip_cls_attention(layer_input, layer, fp32_softmax)
     scores = probs.sum(dim=1)
     if fused:
         from visiondrop.selection_kernels import select_and_merge

@@ -71,28 +71,30 @@ def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int,
     return target_tokens + sums / sizes.clamp(min=1), targets
 
 
-def dpc_knn_merge(tokens: torch.Tensor, n_clusters: int,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def dpc_knn_merge(tokens: torch.Tensor, n_clusters: int, generator: torch.Generator | None = None,
+                  dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster tokens [n, C] with DPC-KNN (SparseVLM's recycling) and return each cluster's mean.
 
     Distances are L2 / sqrt(C); density = exp(-mean squared distance to the n_clusters nearest tokens) plus
     uniform noise * 1e-6 from `generator` (None: no noise); delta = distance to the nearest denser token (the
     largest distance for the densest); centres = top n_clusters of delta * density; every token joins its
-    nearest centre. Returns (cluster means [k, C] in descending centre-score order, centre indices [k]).
+    nearest centre; a cluster's mean sums its tokens weighted 1 / (size + 1e-6). Every step runs in `dtype`
+    (None: the tokens' dtype, as the release). Returns (cluster means [k, C] in descending centre-score order,
+    centre indices [k]).
     """
-    x = tokens.float()
+    x = tokens if dtype is None else tokens.to(dtype)
     n, width = x.shape
     n_clusters = min(n_clusters, n)
-    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist") / width**0.5
+    dist = torch.stack([(row - x).norm(dim=-1) for row in x]) / width**0.5  # row by row: [n, C] at a time
     nearest = dist.topk(n_clusters, dim=-1, largest=False).values
     density = torch.exp(-(nearest**2).mean(dim=-1))
     if generator is not None:
-        density = density + torch.rand(n, generator=generator).to(density.device) * 1e-6
+        density = density + torch.rand(n, generator=generator).to(density) * 1e-6
     denser = density[None, :] > density[:, None]  # [i, j]: token j is denser than token i
     delta = torch.where(denser, dist, dist.max()).min(dim=-1).values
     centres = torch.topk(delta * density, n_clusters).indices
     assign = dist[centres].argmin(dim=0)
     assign[centres] = torch.arange(n_clusters, device=x.device)
-    sums = torch.zeros(n_clusters, width, device=x.device).index_add_(0, assign, x)
-    sizes = torch.bincount(assign, minlength=n_clusters).float()[:, None]
-    return (sums / sizes).to(tokens.dtype), centres
+    sizes = torch.bincount(assign, minlength=n_clusters).to(x.dtype)[:, None]
+    weighted = x * (1 / (sizes + 1e-6))[assign]
+    return torch.zeros_like(x[:n_clusters]).index_add_(0, assign, weighted).to(tokens.dtype), centres

@@ -14,12 +14,14 @@ class Reduction:
 
     `keep` indexes the current visual segment. `merged` holds already-fused hidden states placed right after
     the kept tokens; `merged_index[i]` is the segment index of the token merged row i stands for (its target),
-    used for accounting and drawing.
+    used for accounting and drawing. `drop_after` removes that many text tokens right after the segment (FastV's
+    released window; one sample's reduction only, never a batched one).
     """
 
     keep: torch.Tensor
     merged: torch.Tensor | None = None
     merged_index: torch.Tensor | None = None
+    drop_after: int = 0
 
     @property
     def size(self) -> int:

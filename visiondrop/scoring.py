@@ -143,9 +143,11 @@ def last_token_attention(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tens
     return attention_to_columns(q, k, last, columns)
 
 
-def clip_cls_attention(layer_input: torch.Tensor, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def clip_cls_attention(layer_input: torch.Tensor, layer: nn.Module,
+                       fp32_softmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """For a CLIP encoder layer and its input [n, T, C]: the [CLS] query's attention probabilities per head
-    [n, H, T] (softmax in fp32, cast back, as CLIP's eager path) and the raw keys [n, T, H, d]."""
+    [n, H, T] (softmax in fp32, cast back, as CLIP's eager path; `fp32_softmax=False`: in the input's dtype, as
+    the VisionZip / VisPruner releases' attention) and the raw keys [n, T, H, d]."""
     attn = layer.self_attn
     z = layer.layer_norm1(layer_input)
     n, t, _ = z.shape
@@ -153,5 +155,5 @@ def clip_cls_attention(layer_input: torch.Tensor, layer: nn.Module) -> tuple[tor
     q = attn.q_proj(z[:, :1]).view(n, 1, heads, head_dim)
     k = attn.k_proj(z).view(n, t, heads, head_dim)
     logits = torch.einsum("nqhd,nkhd->nhk", q, k) * attn.scale
-    probs = logits.float().softmax(dim=-1).to(z.dtype)
+    probs = logits.float().softmax(dim=-1).to(z.dtype) if fp32_softmax else logits.softmax(dim=-1)
     return probs, k

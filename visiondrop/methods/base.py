@@ -29,10 +29,15 @@ class Method:
     compact_positions: bool = True
     cached_decode: bool = True  # False: decode re-runs the pruned prefill every step (FastV's dynamic mode)
     score_layer_offset: ClassVar[int] = 0
+    variant_fields: ClassVar[tuple[str, ...]] = ()  # options where a run may differ from the release
 
     def __init__(self, options):
         self.options = options
         self.boundaries: tuple[int, ...] = ()
+
+    def variant(self) -> str:
+        """Which variant runs, for result records and tables: the named options that may differ from the release."""
+        return ", ".join(f"{name}={getattr(self.options, name)}" for name in self.variant_fields)
 
     def tower_tokens(self, n_visual: int) -> int:
         """Visual tokens that enter the LLM for a tower producing `n_visual` patch tokens."""

@@ -1,5 +1,10 @@
 """FastV: at the input of decoder layer K, keep the visual tokens the last prompt token attends to most in
-layer K-1 (methods spec §2). Static mode: pruned once in prefill, original positions kept (with gaps)."""
+layer K-1 (methods spec §2). Static mode: pruned once in prefill, original positions kept (with gaps).
+
+Named differences from the release (docs/baselines.md, "Fairness"): `decode` (the release re-prunes at every
+step without a cache: `dynamic`; the default `static` prunes once and keeps the cache) and `window_offset`
+(the released scripts' image window starts one token late: `1` reproduces its keep list exactly).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ class FastVOptions:
     K: int = 2
     keep: int | None = None  # None: derived from the config's budget, k = round((L*B - K*N) / (L - K))
     prune_ratio: float | None = None  # R: each sample keeps round(N_img * (1 - R)) of its own N_img (NeXT, 2.4)
-    window_offset: int = 0  # 1: the released scripts' window [start+1, start+1+N) (FV-1)
+    window_offset: int = 0  # 1: the released scripts' window [start+1, start+1+N) and keep-list rule (FV-1)
     decode: str = "static"  # static: prune once in prefill, KV cache (FV-3); dynamic: re-prune every step, no cache
 
     def __post_init__(self):
@@ -53,6 +58,7 @@ class FastV(Method):
     Options = FastVOptions
     compact_positions = False
     score_layer_offset = -1
+    variant_fields = ("decode", "window_offset")
 
     def __init__(self, options: FastVOptions):
         super().__init__(options)
@@ -87,10 +93,14 @@ class FastV(Method):
         return per_sample(batch, rope, lambda s: self._reduce_sample(s, layer))
 
     def _reduce_sample(self, s: SampleView, layer: nn.Module) -> Reduction:
-        keep, off = self._keep(s.n_visual), self.options.window_offset
-        end = min(s.start + off + s.n_visual, s.hidden.shape[0])
+        keep, off, n_real = self._keep(s.n_visual), self.options.window_offset, s.hidden.shape[0]
+        end = min(s.start + off + s.n_visual, n_real)
         scores = last_token_attention(s.layer_input, layer, s.cos, s.sin, slice(s.start + off, end))
         chosen = top_indices_ascending(scores, min(keep, scores.numel())) + off
-        if off:  # visual token 0 sits before the window (kept as "system text"); index n_visual is text
-            chosen = torch.cat([chosen.new_zeros(1), chosen[chosen < s.n_visual]])
-        return Reduction(keep=chosen)
+        if not off:
+            return Reduction(keep=chosen)
+        # Released window (FV-1): visual token 0 sits before it and stays as "system text"; the first text token
+        # after the image (segment index n_visual) competes and is dropped unless it wins a slot (never the last
+        # token, the query being scored).
+        text_lost = not bool((chosen == s.n_visual).any()) and s.start + s.n_visual < n_real - 1
+        return Reduction(keep=torch.cat([chosen.new_zeros(1), chosen[chosen < s.n_visual]]), drop_after=int(text_lost))

@@ -1,6 +1,13 @@
 """SparseVLM v1.5: text raters chosen once from the embeddings; after each sparse layer, keep the visual tokens
 the raters attend to most in that layer's own attention and recycle part of the pruned ones into DPC-KNN
-cluster means placed after the kept tokens; compacted positions (methods spec §6)."""
+cluster means placed after the kept tokens; compacted positions (methods spec §6).
+
+Named differences from the release (docs/baselines.md, "Fairness"): `seed` (the release's 1e-6 density noise is
+unseeded; ours is drawn from a generator seeded per stage, one of the draws the release can make) and
+`cluster_precision` (default `model`: the clustering in the hidden states' dtype, fp16 as the release; `fp32`).
+The budget-matched configs (`*_matched.yaml`) re-solve the published `tokens` lists so that the per-layer average
+equals the nominal budget under the project's accounting rule.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from visiondrop.scoring import attention_to_columns, llm_query_key
 
 RECYCLE_RATIO = 0.3  # top floor(0.3 * pruned) + 1 pruned tokens are recycled
 TOKENS_PER_CLUSTER = 10  # into floor(recycled / 10) + 1 clusters
+PUBLISHED_TOKENS = ([300, 200, 110], [303, 110, 36], [66, 30, 17])  # score.py lists for 192 / 128 / 64
 
 
 @dataclass
@@ -25,12 +33,15 @@ class SparseVLMOptions:
     layers: list[int] = field(default_factory=lambda: [2, 6, 15])
     tokens: list[int] = field(default_factory=lambda: [66, 30, 17])
     seed: int = 0  # seeds the 1e-6 density noise of the clustering (SV-2; unseeded in the reference)
+    cluster_precision: str = "model"  # DPC-KNN in the hidden states' dtype (release); "fp32"
 
     def __post_init__(self):
         if sorted(set(self.layers)) != list(self.layers) or not self.layers or self.layers[0] < 0:
             raise ValueError(f"layers must be strictly increasing layer indices >= 0, got {self.layers}")
         if len(self.tokens) != len(self.layers) or min(self.tokens) < 1:
             raise ValueError(f"tokens needs one count >= 1 per sparse layer, got {self.tokens} for {self.layers}")
+        if self.cluster_precision not in ("model", "fp32"):
+            raise ValueError(f"cluster_precision={self.cluster_precision!r}: expected 'model' (release) or 'fp32'")
 
 
 def recycle_sizes(n_pruned: int) -> tuple[int, int]:
@@ -52,11 +63,16 @@ class SparseVLM(Method):
     name = "sparsevlm"
     Options = SparseVLMOptions
     score_layer_offset = -1
+    variant_fields = ("seed", "cluster_precision")
 
     def __init__(self, options: SparseVLMOptions):
         super().__init__(options)
         self.boundaries = tuple(layer + 1 for layer in options.layers)
         self._raters: list[torch.Tensor | None] = []  # per sample, relative to the text after the image
+
+    def variant(self) -> str:
+        lists = "published lists" if list(self.options.tokens) in PUBLISHED_TOKENS else "re-solved lists"
+        return f"{lists} {list(self.options.tokens)}, {super().variant()}"
 
     def stage_counts(self, n_in: int) -> list[int]:
         counts, current = [], n_in
@@ -93,5 +109,6 @@ class SparseVLM(Method):
         n_recycled, n_clusters = recycle_sizes(pruned.numel())
         recycled = pruned[:n_recycled]
         generator = torch.Generator().manual_seed(self.options.seed + stage)
-        merged, centres = dpc_knn_merge(s.hidden[s.visual][recycled], n_clusters, generator)
+        dtype = torch.float32 if self.options.cluster_precision == "fp32" else None
+        merged, centres = dpc_knn_merge(s.hidden[s.visual][recycled], n_clusters, generator, dtype)
         return Reduction(keep=order[:n_kept].sort().values, merged=merged, merged_index=recycled[centres])

@@ -1,5 +1,10 @@
 """VisionZip: dominant tokens (CLS + top CLS-attention patches) and contextual merged tokens at the CLIP
-output, before the projector; the LLM runs unchanged (methods spec §4)."""
+output, before the projector; the LLM runs unchanged (methods spec §4).
+
+Named difference from the release (docs/baselines.md, "Fairness"): `cls_softmax` (default `tower`: the CLS
+attention softmax in the tower's dtype, as the release's patched CLIP attention: fp16 on NeXT, whose tower is
+fp16, fp32 on LLaVA-1.5; `fp32`: always in fp32, cast back).
+"""
 
 from __future__ import annotations
 
@@ -19,18 +24,22 @@ class VisionZipOptions:
     dominant: int = 54
     contextual: int = 10
     fusion: str = "target_plus_mean"  # VZ-2 clean option: size_weighted
+    cls_softmax: str = "tower"  # the release's precision; "fp32": softmax in fp32, cast back
 
     def __post_init__(self):
         if self.dominant < 1 or self.contextual < 0:
             raise ValueError(f"dominant={self.dominant} must be >= 1 (it counts CLS), contextual >= 0")
         if self.fusion not in ("target_plus_mean", "size_weighted"):
             raise ValueError(f"fusion={self.fusion!r}: expected 'target_plus_mean' or 'size_weighted'")
+        if self.cls_softmax not in ("tower", "fp32"):
+            raise ValueError(f"cls_softmax={self.cls_softmax!r}: expected 'tower' (release) or 'fp32'")
 
 
 class VisionZip(Method):
     name = "visionzip"
     Options = VisionZipOptions
     has_encoder_stage = True
+    variant_fields = ("fusion", "cls_softmax")
 
     def tower_tokens(self, n_visual: int) -> int:
         """(dominant + contextual) per sub-image: NeXT's nominal 2880 = 5 sub-images keeps 5x (spec 4.2/4.3)."""
@@ -44,4 +53,5 @@ class VisionZip(Method):
     def reduce_encoder(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module,
                        select_feature: str) -> tuple[torch.Tensor, torch.Tensor]:
         opts = self.options
-        return dominant_contextual(layer_input, features, layer, opts.dominant, opts.contextual, opts.fusion)
+        return dominant_contextual(layer_input, features, layer, opts.dominant, opts.contextual, opts.fusion,
+                                   fp32_softmax=opts.cls_softmax == "fp32")

@@ -166,8 +166,9 @@ def apply_reductions(batch: SequenceBatch, reductions, compact_positions: bool) 
         hidden, pos, origin = batch.hidden[b, :n_real], batch.positions[b, :n_real], batch.origin[b]
         if red is not None and n_vis > 0:
             end = start + n_vis
-            hidden = torch.cat([hidden[:start], red.gather(hidden[start:end]), hidden[end:]])
-            pos = torch.cat([pos[:start], red.gather_index(pos[start:end]), pos[end:]])
+            rest = end + red.drop_after
+            hidden = torch.cat([hidden[:start], red.gather(hidden[start:end]), hidden[rest:]])
+            pos = torch.cat([pos[:start], red.gather_index(pos[start:end]), pos[rest:]])
             origin = red.gather_index(origin)
             n_vis = red.size
         if compact_positions:
