@@ -85,7 +85,8 @@ def dpc_knn_merge(tokens: torch.Tensor, n_clusters: int, generator: torch.Genera
     x = tokens if dtype is None else tokens.to(dtype)
     n, width = x.shape
     n_clusters = min(n_clusters, n)
-    dist = torch.stack([(row - x).norm(dim=-1) for row in x]) / width**0.5  # row by row: [n, C] at a time
+    rows = max(1, 2**24 // max(1, n * width))  # differences as the release takes them, ~16M entries at a time
+    dist = torch.cat([(x[i:i + rows, None] - x[None]).norm(dim=-1) for i in range(0, n, rows)]) / width**0.5
     nearest = dist.topk(n_clusters, dim=-1, largest=False).values
     density = torch.exp(-(nearest**2).mean(dim=-1))
     if generator is not None:
