@@ -129,6 +129,6 @@ result_file() {
 
 # record_pending BENCH ANSWERS UPLOAD: result JSON for a server-scored benchmark (answers, no score yet).
 record_pending() {
-    "$PY" -m llava.eval.record pending --answers "$2" --benchmark "$1" --result-file "$(result_file "$1")" \
+    "$PY" -m llava.eval.record pending --answers "$2" --benchmark "$1" --output-json "$(result_file "$1")" \
         --upload-file "$3" --run "$RUN" --wall-time "$SECONDS"
 }

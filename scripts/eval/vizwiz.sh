@@ -13,7 +13,7 @@ generate llava.eval.model_vqa_loader "$ANSWERS" "" "$VW/llava_test.jsonl" --imag
 if [[ -n "${VIZWIZ_ANNOTATION:-}" ]]; then
     "$PY" -m llava.eval.scoring.vizwiz --answers "$ANSWERS" --question-file "$VW/llava_test.jsonl" \
         --upload-file "$UPLOAD" --annotation-file "$VIZWIZ_ANNOTATION" \
-        --result-file "$(result_file vizwiz)" --extra "$(record_extra "$ANSWERS")"
+        --output-json "$(result_file vizwiz)" --extra "$(record_extra "$ANSWERS")"
 else
     "$PY" -m llava.eval.scoring.vizwiz --answers "$ANSWERS" --question-file "$VW/llava_test.jsonl" --upload-file "$UPLOAD"
     record_pending vizwiz "$ANSWERS" "$UPLOAD"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llava.eval.scoring.answer_processor import EvalAIAnswerProcessor, vqa_accuracy
-from llava.eval.scoring.common import pct, read_json, read_jsonl, write_json
+from llava.eval.scoring.common import pct, read_json, read_jsonl, refuse_overwrite, write_json
 from llava.eval.scoring.results import add_result_args, finish_cli
 
 BENCHMARK = "vizwiz"
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--annotation-file", default=None, help="VizWiz-format annotations (val), local acc")
     add_result_args(ap)
     args = ap.parse_args(argv)
+    refuse_overwrite({"--upload-file": args.upload_file, "--output-json": args.output_json},
+                     {"--answers": args.answers, "--question-file": args.question_file,
+                      "--annotation-file": args.annotation_file})
     upload = convert_for_submission(read_jsonl(args.answers), read_jsonl(args.question_file))
     if args.upload_file:
         write_json(Path(args.upload_file), upload, indent=None)
