@@ -342,7 +342,15 @@ def test_no_cli_writes_over_its_input(tiny_path, playground, capsys):
                     f"python scripts/convert_vizwiz_for_submission.py --annotation-file {questions} "
                     f"--result-file {answers} --result-upload-file {questions}",
                     f"python -m llava.eval.scoring.scienceqa --answers {answers} --question-file "
-                    f"{EVAL}/scienceqa/llava_test_CQM-A.json --output-json {answers}"):
+                    f"{EVAL}/scienceqa/llava_test_CQM-A.json --output-json {answers}",
+                    f"python -m llava.eval.record pending --answers {answers} --benchmark vqav2 "
+                    f"--output-json {answers}",
+                    f"python -m llava.eval.scoring.vizwiz --answers {answers} --question-file {questions} "
+                    f"--upload-file {questions}"):
         assert official(command, tiny_path) == 1
         assert "refusing to write over an input" in capsys.readouterr().err
-    assert questions.read_bytes() == before and len(lines(answers)) == 1
+    answers.rename(playground / "1_0.jsonl")
+    assert official(f"python -m llava.eval.merge_chunks --chunk-dir {playground} --num-chunks 1 "
+                    f"--question-file {questions} --output {playground / '1_0.jsonl'}", tiny_path) == 2
+    assert "refusing to write over an input" in capsys.readouterr().err
+    assert questions.read_bytes() == before and len(lines(playground / "1_0.jsonl")) == 1

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llava.eval.scoring.common import refuse_overwrite
 from llava.eval.scoring.results import write_result
 
 # Settings that change the answers: an answer file may only be resumed / merged when they agree.
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.benchmark and args.output_json):
         ap.error("pending needs --benchmark and --output-json")
+    refuse_overwrite({"--output-json": args.output_json},
+                     {"--answers": args.answers, "--upload-file": args.upload_file})
     metrics = {"answers": extra["answers"], "scored": False, "upload_file": args.upload_file}
     extra["note"] = "no local score: submit the upload file to the evaluation server, then record the score with " \
                     "python -m llava.eval.scoring.results --benchmark ... --metric NAME=VALUE --output-json ..."
