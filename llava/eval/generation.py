@@ -104,10 +104,10 @@ def load_for_args(args: argparse.Namespace, config):
     key = (str(args.model_path), device, dtype, args.attn_implementation, args.vision_tower)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
-        tok, model, vision_cfg, _ = load_model_for_eval(
+        tok, model, image_processor, _ = load_model_for_eval(
             str(args.model_path), config, dtype=dtype, device=device,
             attn_implementation=args.attn_implementation, vision_tower=args.vision_tower)
-        _MODEL_CACHE[key] = (tok, model, vision_cfg.image_size)
+        _MODEL_CACHE[key] = (tok, model, image_processor.crop_size["height"])
     tok, model, image_size = _MODEL_CACHE[key]
     model.set_pruning(config)
     if getattr(model.config, "mm_use_im_start_end", False):

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+from llava.model.compat import image_processor_class
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 
@@ -127,6 +128,15 @@ def tower_config(config: LlavaConfig, vision_tower: str | None):
         ) from err
 
 
+def image_processor_for(tower: CLIPVisionTower, source: str | None):
+    """The tower's CLIP image processor: `source`'s preprocessor_config.json, else CLIP's at the tower size."""
+    cls = image_processor_class()
+    if source and (Path(source) / "preprocessor_config.json").is_file():
+        return cls.from_pretrained(source)
+    side = tower.config.image_size
+    return cls(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+
+
 def _reset_position_ids(model: torch.nn.Module, device: str | torch.device) -> None:
     """Rebuild CLIP's non-persistent `position_ids` buffers: never in a checkpoint (left on the meta device by
     `load_state_dict(assign=True)`) and uninitialised memory after `to_empty`."""
@@ -163,7 +173,8 @@ def load_pretrained_model(
     """Load tokenizer, model and context length from an original LLaVA checkpoint directory.
 
     `vision_dtype=None` keeps the faithful precisions: the separately loaded LLaVA-1.5 tower in fp32, a tower
-    stored in the checkpoint (NeXT) in `dtype`. Returns (tokenizer, model, image_processor_config, context_len).
+    stored in the checkpoint (NeXT) in `dtype`. Returns (tokenizer, model, image_processor, context_len), the
+    processor also set as `model.get_vision_tower().image_processor` as in LLaVA.
     """
     if model_base is not None:
         raise NotImplementedError("LoRA / projector-only checkpoints (model_base) are not supported yet")
@@ -180,7 +191,9 @@ def load_pretrained_model(
         vision_dtype = torch.float32 if separate_tower else dtype
     model = build_model(config, dtype, device, read_state_dict(root), tower, tower_cls, vision_dtype, model_cls)
     context_len = getattr(config, "max_sequence_length", None) or config.max_position_embeddings
-    return tokenizer, model, model.get_vision_tower().config, context_len
+    vision = model.get_vision_tower()
+    vision.image_processor = image_processor_for(vision, tower)
+    return tokenizer, model, vision.image_processor, context_len
 
 
 def save_checkpoint(model: LlavaLlamaForCausalLM, out_dir: str | Path, config_fields: dict) -> None:
