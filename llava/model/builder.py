@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoTokenizer
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from llava.model.checkpoint import TOWER_KEY_RENAMES, TOWER_PREFIX, assign_weights, read_weights
@@ -15,6 +14,7 @@ from llava.model.compat import image_processor_class
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from llava.model.model_base import is_lora, merge_lora, weights_over_base
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from llava.model.tokenizer import load_tokenizer
 
 
 def read_config(model_path: str | Path) -> LlavaConfig:
@@ -153,7 +153,7 @@ def load_pretrained_model(
     config._attn_implementation = attn_implementation
     base = Path(model_base) if model_base is not None else None
     state, sources = read_weights(root) if base is None else weights_over_base(root, base)
-    tokenizer = AutoTokenizer.from_pretrained(str(base or root), use_fast=False)
+    tokenizer = load_tokenizer(base or root)
     tower = resolve_vision_tower(config, root, vision_tower)
     separate_tower = not getattr(config, "unfreeze_mm_vision_tower", False)
     if vision_dtype is None:
