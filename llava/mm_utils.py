@@ -225,14 +225,10 @@ def preprocess_images(
 
 
 def processor_geometry(image_processor: Any) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
-    """(crop size, mean, std) of a CLIP image processor (or of a vision config: `image_size`, OpenAI stats)."""
-    crop = getattr(image_processor, "crop_size", None)
-    if isinstance(crop, dict):
-        crop = crop.get("height", crop.get("shortest_edge"))
-    size = int(crop or image_processor.image_size)
-    mean = tuple(getattr(image_processor, "image_mean", None) or OPENAI_CLIP_MEAN)
-    std = tuple(getattr(image_processor, "image_std", None) or OPENAI_CLIP_STD)
-    return size, mean, std
+    """(crop size, mean, std) of a CLIP image processor."""
+    crop = image_processor.crop_size
+    size = int(crop["height"] if isinstance(crop, dict) else crop)
+    return size, tuple(image_processor.image_mean), tuple(image_processor.image_std)
 
 
 def process_images(images: Sequence[Image.Image], image_processor: Any, model_cfg: Any) -> torch.Tensor | list:

@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model_path = args.model_path or str(tiny_llava_path())
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
-    tok, model, vision_cfg, _ = load_model_for_eval(model_path, args.config, args.set, device=args.device, dtype=dtype)
+    tok, model, _, _ = load_model_for_eval(model_path, args.config, args.set, device=args.device, dtype=dtype)
     stages = kept_patch_sets(model, tok, load_image(args.image), args.question)
+    vision_cfg = model.get_vision_tower().config
     grid = vision_cfg.image_size // vision_cfg.patch_size
     draw(load_image(args.image), stages, grid).save(args.out)
     print(f"wrote {args.out}: kept patches per stage {[len(s) for s in stages]}")

@@ -32,6 +32,7 @@ from llava.eval.questions import EvalInputError, EvalItem, answer_key, chunk_ite
 from llava.eval.record import COMPARED_SETTINGS, run_file_for
 from llava.eval.scoring.common import overwritten_input
 from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
+from llava.model.checkpoint import CheckpointError
 from llava.model.visiondrop_llava import load_model_for_eval, official_flags_to_overrides
 from visiondrop.config import ConfigError, PruningConfig, load_config
 
@@ -301,7 +302,7 @@ def cli(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> i
     """Run a driver; bad input is reported as one clear line on stderr with exit status 2."""
     try:
         run(args, read_items)
-    except (EvalInputError, ConfigError, FileNotFoundError, NotImplementedError) as err:
+    except (EvalInputError, ConfigError, CheckpointError, FileNotFoundError, NotImplementedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
