@@ -227,7 +227,7 @@ def preprocess_images(
 def processor_geometry(image_processor: Any) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
     """(crop size, mean, std) of a CLIP image processor."""
     crop = image_processor.crop_size
-    size = int(crop["height"] if isinstance(crop, dict) else crop)
+    size = crop if isinstance(crop, int) else int(crop["height"])  # a dict or transformers' SizeDict
     return size, tuple(image_processor.image_mean), tuple(image_processor.image_std)
 
 

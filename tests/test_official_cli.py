@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 from eval_data import build_mmbench, build_vqav2, save_image
 from test_scoring_mmbench import read_xlsx
 
@@ -318,14 +319,18 @@ def test_run_llava_several_images_url_and_eval_model(tiny_path, tmp_path, capsys
 def test_process_images_official_signature(load_tiny):
     from PIL import Image
 
+    from llava.mm_utils import expand2square
+
     _, model = load_tiny()
-    images = [Image.new("RGB", (60, 40), (200, 10, 10)), Image.new("RGB", (30, 90), (0, 90, 10))]
-    processor = type("Processor", (), {"crop_size": {"height": 336, "width": 336},
-                                       "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]})()
+    processor = model.get_vision_tower().image_processor  # what load_pretrained_model returns
+    images = [Image.effect_mandelbrot((90, 60), (-2, -1.2, 1, 1.2), 50).convert("RGB"),
+              Image.new("RGB", (30, 90), (0, 90, 10))]
     pixels = process_images(images, processor, model.config)
+    background = tuple(int(x * 255) for x in processor.image_mean)
+    expected = [processor.preprocess(expand2square(im, background), return_tensors="pt")["pixel_values"][0]
+                for im in images]  # LLaVA's `pad` path through the processor itself
     assert pixels.shape == (2, 3, 336, 336)
-    assert pixels[0, :, 0, 0].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-2)  # padded with the mean
-    assert pixels[0, 0, 168, 168].item() == pytest.approx(200 / 255 * 2 - 1, abs=2e-2)
+    assert torch.equal(pixels, torch.stack(expected))
 
 
 def test_no_cli_writes_over_its_input(tiny_path, playground, capsys):
