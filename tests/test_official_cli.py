@@ -168,6 +168,32 @@ def test_textvqa_and_eval_textvqa(tiny_path, playground, capsys):
     assert official(f"python -m llava.eval.eval_textvqa --annotation-file {EVAL}/textvqa/TextVQA_0.5.1_val.json "
                     f"--result-file {answers}", tiny_path) == 0
     assert capsys.readouterr().out == "llava-v1.5-13b\nSamples: 2\nAccuracy: 50.00%\n\n"
+    assert official(f"python -m llava.eval.eval_textvqa --annotation-file {EVAL}/textvqa/TextVQA_0.5.1_val.json "
+                    f"--result-dir {EVAL}/textvqa/answers", tiny_path) == 0  # also holds the .run.json sidecar
+    assert capsys.readouterr().out == ("llava-v1.5-13b\nSamples: 2\nAccuracy: 50.00%\n\n"
+                                       "Skipping llava-v1.5-13b.jsonl.run.json\n")
+
+
+def test_m4c_evaluators():
+    from llava.eval.m4c_evaluator import EvalAIAnswerProcessor, STVQAAccuracyEvaluator, TextVQAAccuracyEvaluator
+
+    entries = [{"pred_answer": "Nokia.", "gt_answers": ["nokia"] * 2 + ["sony"] * 8},
+               {"pred_answer": "two", "gt_answers": ["2"] * 10}]
+    # 2 matching annotators: left out -> 1/3 (twice), kept -> 2/3 (8 times); mean 0.6. Then 1.0.
+    assert TextVQAAccuracyEvaluator().eval_pred_list(entries) == pytest.approx((0.6 + 1.0) / 2)
+    assert STVQAAccuracyEvaluator().eval_pred_list(entries) == 1.0
+    assert EvalAIAnswerProcessor()("The Two dogs!") == "2 dogs"
+
+
+def test_model_vqa_llavabench_line(tiny_path, playground):
+    answers = f"{EVAL}/gqa/answers/model_vqa.jsonl"
+    assert official(f"python -m llava.eval.model_vqa --model-path liuhaotian/llava-v1.5-13b "
+                    f"--question-file {EVAL}/gqa/llava_gqa_testdev_balanced.jsonl "
+                    f"--image-folder {EVAL}/gqa/data/images --answers-file {answers} --temperature 0 "
+                    "--conv-mode vicuna_v1" + FAST, tiny_path) == 0
+    assert len(lines(answers)) == 3 and all(set(a) == KEYS for a in lines(answers))
+    base = ["--model-path", "m", "--question-file", "q", "--image-folder", "i", "--answers-file", "a"]
+    assert model_vqa_loader.build_parser(1024).parse_args(base).max_new_tokens == 1024  # model_vqa's default
 
 
 def test_mmbench_and_xlsx_upload(tiny_path, playground):

@@ -30,16 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--result-file", default=None, help="an answer JSONL to score")
     ap.add_argument("--result-dir", default=None, help="a folder whose *.jsonl answer files are scored")
     args = ap.parse_args(argv)
-    files = [Path(args.result_file)] if args.result_file else []
-    if args.result_dir:
-        for path in sorted(Path(args.result_dir).iterdir()):
+    try:
+        if args.result_file:
+            eval_single(args.annotation_file, args.result_file)
+        for path in sorted(Path(args.result_dir).iterdir()) if args.result_dir else []:
             if path.suffix == ".jsonl":
-                files.append(path)
+                eval_single(args.annotation_file, path)
             else:
                 print(f"Skipping {path.name}")
-    try:
-        for path in files:
-            eval_single(args.annotation_file, path)
     except (OSError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
