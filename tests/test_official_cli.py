@@ -278,6 +278,13 @@ def test_visiondrop_flags_alone_select_visiondrop(tiny_path, playground, capsys)
     assert "are VisionDrop flags, but" in capsys.readouterr().err
 
 
+def test_model_base_reaches_the_loader(tiny_path, playground, capsys):
+    assert official(f"python -m llava.eval.model_vqa_loader --model-path liuhaotian/llava-v1.5-13b "
+                    f"--model-base {playground / 'no-base'} --question-file {EVAL}/pope/llava_pope_test.jsonl "
+                    f"--image-folder {EVAL}/pope/val2014 --answers-file a.jsonl", tiny_path) == 2
+    assert f"model base {playground / 'no-base'} does not exist" in capsys.readouterr().err
+
+
 def test_official_defaults():
     base = ["--model-path", "m", "--question-file", "q", "--answers-file", "a"]
     loader = model_vqa_loader.build_parser().parse_args([*base, "--image-folder", "i"])

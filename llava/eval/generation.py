@@ -91,15 +91,10 @@ def pruning_config(args: argparse.Namespace) -> PruningConfig:
                                           for k in ("dominant", "contextual", "layer_list", "image_token_list")))
     if flags and config_file is None:
         return load_config(None, flags + extra, raw={"method": "visiondrop"})
-    try:
-        return load_config(config_file, flags + extra)
-    except ConfigError:
-        method = load_config(config_file).method if flags else "visiondrop"
-        if method != "visiondrop":
-            raise ConfigError(f"--dominant / --contextual / --layer_list / --image_token_list are VisionDrop "
-                              f"flags, but {config_file} is method {method!r}: drop them or pass a visiondrop "
-                              "config") from None
-        raise
+    if flags and (method := load_config(config_file).method) != "visiondrop":
+        raise ConfigError(f"--dominant / --contextual / --layer_list / --image_token_list are VisionDrop flags, but "
+                          f"{config_file} is method {method!r}: drop them or pass a visiondrop config")
+    return load_config(config_file, flags + extra)
 
 
 def run_settings(args: argparse.Namespace):
