@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,15 @@ def test_returns_the_official_tuple_with_a_clip_image_processor(loaded):
     image = Image.fromarray(np.random.RandomState(0).randint(0, 256, (300, 500, 3), dtype=np.uint8))
     pixels = image_processor.preprocess(image, return_tensors="pt")["pixel_values"]
     assert torch.equal(pixels, clip_preprocess(image, 336))
+
+
+def test_loading_and_cached_generation_warn_nothing(tiny_path, capfd):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. transformers' FutureWarning for a renamed keyword
+        tokenizer, model, _, _ = load_pretrained_model(str(tiny_path), dtype=TEST_DTYPE)
+        answer(tokenizer, model)
+    err = capfd.readouterr().err
+    assert "[transformers]" not in err and "deprecated" not in err, err
 
 
 def test_rotary_buffers_in_bin_shards_are_ignored_and_the_model_answers(tiny_path, tmp_path, loaded, caplog):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
+
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 
 def image_processor_class() -> type:
@@ -14,3 +17,12 @@ def image_processor_class() -> type:
     from transformers import CLIPImageProcessor
 
     return CLIPImageProcessor
+
+
+def layer_cache_kwarg() -> str:
+    """The keyword under which the installed LlamaDecoderLayer takes the KV cache: `cache` where it replaced the
+    deprecated `past_key_values` (transformers 5.2x), else `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(LlamaDecoderLayer.forward).parameters else "past_key_values"
+
+
+LAYER_CACHE_KWARG = layer_cache_kwarg()
