@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from llava.constants import IMAGE_TOKEN_INDEX
-from llava.mm_utils import anyres_token_count, process_images
+from llava.mm_utils import anyres_token_count, preprocess_images
 from llava.model.builder import load_pretrained_model
 from llava.model.tiny import tiny_llava_next_path
 
@@ -59,7 +59,7 @@ def picture(width: int, height: int) -> Image.Image:
 def test_llava15_logits_equal_transformers_llava(tiny_path):
     tokenizer, model, _, _ = load_pretrained_model(str(tiny_path), dtype=torch.float32)
     twin, image_token = transformers_twin(model, LlavaConfig, LlavaForConditionalGeneration)
-    pixels = process_images([picture(500, 300)], "pad", 336)
+    pixels = preprocess_images([picture(500, 300)], "pad", 336)
     ids = encode_prompt(tokenizer, "What is in the image?")
     ours = model(ids[None], images=pixels)
     with torch.no_grad():
@@ -75,7 +75,7 @@ def test_next_logits_equal_transformers_llava_next(tiny_path, size):
     pinpoints = model.config.image_grid_pinpoints
     twin, image_token = transformers_twin(model, LlavaNextConfig, LlavaNextForConditionalGeneration,
                                           image_grid_pinpoints=pinpoints)
-    pixels = process_images([picture(*size)], "anyres", 336, pinpoints)
+    pixels = preprocess_images([picture(*size)], "anyres", 336, pinpoints)
     assert pixels[0].shape[0] == 3  # base image + two tiles
     ids = encode_prompt(tokenizer, "What is in the image?")
     ours = model(ids[None], images=pixels, image_sizes=[size])
