@@ -96,6 +96,10 @@ def test_gqa_two_chunks_merge_and_convert(tiny_path, playground):
                         "--conv-mode vicuna_v1" + FAST, tiny_path) == 0
     chunks = [lines(f"{answers}/2_{idx}.jsonl") for idx in range(2)]
     assert [len(c) for c in chunks] == [2, 1]  # LLaVA's split: slices of ceil(3 / 2)
+    assert official(f"python -m llava.eval.model_vqa_loader --model-path liuhaotian/llava-v1.5-13b "
+                    f"--question-file {EVAL}/gqa/{split}.jsonl --image-folder {EVAL}/gqa/data/images "
+                    f"--answers-file {answers}/4_3.jsonl --num-chunks 4 --chunk-idx 3", tiny_path) == 0
+    assert Path(f"{answers}/4_3.jsonl").read_text() == ""  # slices of 1: the fourth chunk is empty
     merged = Path(f"{answers}/merge.jsonl")
     merged.write_text("".join(Path(f"{answers}/2_{idx}.jsonl").read_text() for idx in range(2)))
     questions = lines(playground / f"gqa/{split}.jsonl")

@@ -265,6 +265,9 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
         raise EvalInputError(f"{missing[0].where}: image file {missing[0].image_file} not found{more}; put the "
                              "benchmark images in the image folder (see playground/data/README.md)")
     summary = {"answers_file": str(path), "chunk": len(chunk), "existing": len(chunk) - len(pending), "new": 0}
+    if not pending:  # an empty chunk still leaves its answer file for the merge, as LLaVA's drivers do
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
     if pending:
         tok, model, image_processor = load_for_args(args, config)
         path.parent.mkdir(parents=True, exist_ok=True)
