@@ -23,6 +23,7 @@ setup(
     extras_require={
         "eval": ["lmms-eval==0.7.3", "openpyxl"],
         "gpu": ["flash-attn"],
+        "lora": ["peft>=0.21,<1"],
         "train": ["deepspeed>=0.16"],
         "dev": ["pytest", "ruff", "triton>=3.6; platform_system == 'Linux'"],
     },

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import base64
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -202,22 +204,53 @@ def anyres_token_count(
     return patch_grid * patch_grid + rows * (cols + 1)
 
 
-def process_images(
+def preprocess_images(
     images: Sequence[Image.Image],
     image_aspect_ratio: str | None,
     image_size: int = 336,
     grid_pinpoints: str | Sequence[Sequence[int]] | None = None,
+    mean: Sequence[float] = OPENAI_CLIP_MEAN,
+    std: Sequence[float] = OPENAI_CLIP_STD,
 ) -> torch.Tensor | list[torch.Tensor]:
     """`pad` / plain -> [n, 3, S, S]; `anyres` -> list of per-image [1 + g, 3, S, S] tensors."""
     if image_aspect_ratio == "pad":
-        background = tuple(int(x * 255) for x in OPENAI_CLIP_MEAN)
+        background = tuple(int(x * 255) for x in mean)
         squares = [expand2square(img, background) for img in images]
-        return torch.cat([clip_preprocess(sq, image_size) for sq in squares], dim=0)
+        return torch.cat([clip_preprocess(sq, image_size, mean, std) for sq in squares], dim=0)
     if image_aspect_ratio == "anyres":
         if grid_pinpoints is None:
             raise ValueError("image_aspect_ratio 'anyres' needs grid_pinpoints (config.image_grid_pinpoints)")
-        return [process_anyres_image(img, grid_pinpoints, image_size) for img in images]
-    return clip_preprocess(list(images), image_size)
+        return [process_anyres_image(img, grid_pinpoints, image_size, mean, std) for img in images]
+    return clip_preprocess(list(images), image_size, mean, std)
+
+
+def processor_geometry(image_processor: Any) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(crop size, mean, std) of a CLIP image processor."""
+    crop = image_processor.crop_size
+    size = crop if isinstance(crop, int) else int(crop["height"])  # a dict or transformers' SizeDict
+    return size, tuple(image_processor.image_mean), tuple(image_processor.image_std)
+
+
+def process_images(images: Sequence[Image.Image], image_processor: Any, model_cfg: Any) -> torch.Tensor | list:
+    """LLaVA's `process_images`: the model config's `image_aspect_ratio` (pad / anyres / plain) with the
+    processor's crop size and statistics; anyres stacks of one shape come back as one [n, 1 + g, 3, S, S] tensor."""
+    size, mean, std = processor_geometry(image_processor)
+    out = preprocess_images(images, getattr(model_cfg, "image_aspect_ratio", None), size,
+                            getattr(model_cfg, "image_grid_pinpoints", None), mean, std)
+    if isinstance(out, list) and all(x.shape == out[0].shape for x in out):
+        return torch.stack(out, dim=0)
+    return out
+
+
+def load_image_from_base64(image: str) -> Image.Image:
+    """LLaVA's `load_image_from_base64`: the decoded image in its own mode (not RGB-converted)."""
+    return Image.open(io.BytesIO(base64.b64decode(image)))
+
+
+def get_model_name_from_path(model_path: str) -> str:
+    """LLaVA's model name: the last folder name, `parent_checkpoint-N` for a training checkpoint folder."""
+    parts = str(model_path).strip("/").split("/")
+    return f"{parts[-2]}_{parts[-1]}" if parts[-1].startswith("checkpoint-") and len(parts) > 1 else parts[-1]
 
 
 def tokenizer_image_token(

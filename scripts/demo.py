@@ -109,7 +109,8 @@ def run_config(config: str, model: Path, data: Path, results: Path, gen_args: li
     """The gqa.sh and pope.sh Python path for one config: answers, conversion, score, result JSON."""
     cfg = REPO / config
     run = f"{cfg.parent.name}_{cfg.stem}"
-    common = ["--model-path", str(model), "--config", str(cfg), "--device", "cpu", *gen_args]
+    common = ["--model-path", str(model), "--config", str(cfg), "--device", "cpu", "--temperature", "0",
+              "--conv-mode", "vicuna_v1", *gen_args]
     gqa_answers = data / f"gqa/answers/llava_gqa_testdev_balanced/{run}/merge.jsonl"
     pope_answers = data / f"pope/answers/{run}.jsonl"
     jobs = [
@@ -129,7 +130,7 @@ def run_config(config: str, model: Path, data: Path, results: Path, gen_args: li
         extra = build_extra(answers, run, round(time.perf_counter() - start, 3))
         with contextlib.redirect_stdout(io.StringIO()):
             scorer.main(["--answers", str(answers), *score_args, "--extra", json.dumps(extra),
-                         "--result-file", str(results / run / f"{bench}.json")])
+                         "--output-json", str(results / run / f"{bench}.json")])
         print(f"  {run}/{bench}: {extra['answers']} answers, measured visual tokens per layer "
               f"{extra['visual_tokens_mean']:.1f} (avg over layers)")
 

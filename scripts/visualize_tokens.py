@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from llava.conversation import build_prompt
-from llava.mm_utils import expand2square, load_image, process_images, tokenizer_image_token
+from llava.mm_utils import expand2square, load_image, preprocess_images, tokenizer_image_token
 from llava.model.tiny import tiny_llava_path
 from llava.model.visiondrop_llava import load_model_for_eval
 
@@ -23,7 +23,7 @@ def kept_patch_sets(model, tokenizer, image: Image.Image, question: str) -> list
 
     Origins are tower-token ids: patch j of sub-image u is u * P + j (CLS -1, NeXT newline -2); the picture
     shows the first (base) sub-image, so only ids below P are drawn."""
-    pixels = process_images([image], model.config.image_aspect_ratio, model.get_vision_tower().config.image_size,
+    pixels = preprocess_images([image], model.config.image_aspect_ratio, model.get_vision_tower().config.image_size,
                             getattr(model.config, "image_grid_pinpoints", None))
     ids = tokenizer_image_token(build_prompt("<image>\n" + question), tokenizer, return_tensors="pt")
     model(ids[None], images=pixels, image_sizes=[image.size])
@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model_path = args.model_path or str(tiny_llava_path())
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
-    tok, model, vision_cfg, _ = load_model_for_eval(model_path, args.config, args.set, device=args.device, dtype=dtype)
+    tok, model, _, _ = load_model_for_eval(model_path, args.config, args.set, device=args.device, dtype=dtype)
     stages = kept_patch_sets(model, tok, load_image(args.image), args.question)
+    vision_cfg = model.get_vision_tower().config
     grid = vision_cfg.image_size // vision_cfg.patch_size
     draw(load_image(args.image), stages, grid).save(args.out)
     print(f"wrote {args.out}: kept patches per stage {[len(s) for s in stages]}")

@@ -79,7 +79,7 @@ def loader(tiny_path, questions, images, answers, *extra) -> int:
     """Run the loader driver in-process (the loaded model is cached between calls)."""
     return model_vqa_loader.main(["--model-path", str(tiny_path), "--question-file", str(questions),
                                   "--image-folder", str(images), "--answers-file", str(answers), "--device", "cpu",
-                                  "--max-new-tokens", "4", *extra])
+                                  "--max-new-tokens", "4", "--temperature", "0", "--conv-mode", "vicuna_v1", *extra])
 
 
 def test_resume_skips_answered_and_recovers_torn_line(tiny_path, gqa_data, tmp_path, capsys):

@@ -163,11 +163,12 @@ def test_run_llava_cli(tiny_path, tmp_path, capsys):
 
     from llava.eval.run_llava import main
 
-    with pytest.raises(FileNotFoundError, match="nope.jpg"):
-        main(["--model-path", str(tiny_path), "--image-file", str(tmp_path / "nope.jpg"), "--query", "What?"])
+    assert main(["--model-path", str(tiny_path), "--image-file", str(tmp_path / "nope.jpg"), "--query", "What?"]) == 2
+    assert "nope.jpg" in capsys.readouterr().err
     Image.new("RGB", (400, 300), (200, 30, 30)).save(tmp_path / "red.jpg")
-    main(["--model-path", str(tiny_path), "--image-file", str(tmp_path / "red.jpg"), "--query", "What is it?",
-          "--max-new-tokens", "4", "--device", "cpu", "--config", str(ROOT / "configs/visiondrop/llava15_64.yaml")])
+    assert main(["--model-path", str(tiny_path), "--image-file", str(tmp_path / "red.jpg"), "--query", "What is it?",
+                 "--max-new-tokens", "4", "--device", "cpu", "--config",
+                 str(ROOT / "configs/visiondrop/llava15_64.yaml")]) == 0
     assert capsys.readouterr().out.endswith("\n")
 
 

@@ -16,8 +16,8 @@ from llava.mm_utils import (
     expand2square,
     get_anyres_image_grid_shape,
     load_image,
+    preprocess_images,
     process_anyres_image,
-    process_images,
     resize_and_pad_image,
     select_best_resolution,
     unpad_image,
@@ -117,11 +117,11 @@ def test_expand2square_grayscale_keeps_mode() -> None:
 
 def test_process_images_pad() -> None:
     imgs = [Image.new("RGB", (400, 200), (255, 255, 255)), Image.new("RGB", (100, 300), (0, 0, 0))]
-    out = process_images(imgs, "pad")
+    out = preprocess_images(imgs, "pad")
     assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 336, 336)
     assert torch.allclose(out[0, :, 0, 168], normalized(FILL), atol=1e-5)  # top band is the fill colour
     assert torch.allclose(out[0, :, 168, 168], normalized((255, 255, 255)), atol=1e-5)
-    assert process_images(imgs, None).shape == (2, 3, 336, 336)
+    assert preprocess_images(imgs, None).shape == (2, 3, 336, 336)
 
 
 # ---- anyres ------------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_process_anyres_base_is_squash_not_pad() -> None:
 
 def test_process_images_anyres_list() -> None:
     imgs = [Image.new("RGB", (640, 480)), Image.new("RGB", (1000, 200))]
-    out = process_images(imgs, "anyres", grid_pinpoints=str(PINPOINTS))
+    out = preprocess_images(imgs, "anyres", grid_pinpoints=str(PINPOINTS))
     assert isinstance(out, list) and [t.shape[0] for t in out] == [5, 4]
     with pytest.raises(ValueError):
-        process_images(imgs, "anyres")
+        preprocess_images(imgs, "anyres")

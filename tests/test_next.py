@@ -13,7 +13,7 @@ from conftest import TEST_DEVICE, TEST_DTYPE, assert_close, encode_prompt, right
 from PIL import Image
 from safetensors.torch import load_file
 
-from llava.mm_utils import anyres_token_count, get_anyres_image_grid_shape, process_anyres_image, process_images
+from llava.mm_utils import anyres_token_count, get_anyres_image_grid_shape, preprocess_images, process_anyres_image
 from llava.model.anyres import merge_flat, merge_multicrop, merge_spatial
 from llava.model.builder import load_pretrained_model
 from llava.model.tiny import NEXT_PINPOINTS, tiny_llava_next_path
@@ -49,7 +49,7 @@ def picture(width: int, height: int, seed: int = 0) -> Image.Image:
 
 
 def pixels(model, images: list[Image.Image]) -> list[torch.Tensor]:
-    return process_images(images, "anyres", 336, model.config.image_grid_pinpoints)
+    return preprocess_images(images, "anyres", 336, model.config.image_grid_pinpoints)
 
 
 # ---- anyres geometry by hand (pipeline spec 4.3 table) -------------------------------------------------------

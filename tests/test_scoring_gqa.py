@@ -33,7 +33,7 @@ def test_gqa_convert_and_score(tmp_path: Path) -> None:
     q_file.write_text(json.dumps(questions))
     out, res = tmp_path / "data" / "preds.json", tmp_path / "res.json"
     main(["--answers", str(ans_file), "--predictions-out", str(out), "--questions", str(q_file),
-          "--result-file", str(res), "--method", "none", "--budget", "576"])
+          "--output-json", str(res), "--method", "none", "--budget", "576"])
     assert json.loads(out.read_text()) == preds
     record = json.loads(res.read_text())
     assert record["benchmark"] == "gqa" and record["main_metric"] == "accuracy"

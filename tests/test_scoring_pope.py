@@ -91,7 +91,7 @@ def test_pope_cli_strict_default(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         main(base)
     res = tmp_path / "res.json"
-    main(base + ["--no-strict", "--result-file", str(res)])
+    main(base + ["--no-strict", "--output-json", str(res)])
     record = json.loads(res.read_text())
     assert record["main_metric"] == "mean_accuracy"
     assert record["main_value"] == pytest.approx((200 / 3 + 100) / 2)

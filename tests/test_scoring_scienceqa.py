@@ -67,7 +67,7 @@ def test_scienceqa_accuracy_and_img_accuracy(tmp_path: Path) -> None:
     ans_file, q_file, res = tmp_path / "a.jsonl", tmp_path / "llava_test_CQM-A.json", tmp_path / "r.json"
     ans_file.write_text("".join(json.dumps(a) + "\n" for a in ANSWERS))
     q_file.write_text(json.dumps(CQM))
-    main(["--answers", str(ans_file), "--question-file", str(q_file), "--result-file", str(res),
+    main(["--answers", str(ans_file), "--question-file", str(q_file), "--output-json", str(res),
           "--output-file", str(tmp_path / "out.jsonl")])
     record = json.loads(res.read_text())
     assert record["main_metric"] == "img_accuracy" and record["metrics"]["accuracy"] == pytest.approx(50.0)

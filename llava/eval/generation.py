@@ -28,20 +28,24 @@ import torch
 from tqdm import tqdm
 
 from llava.conversation import build_prompt
-from llava.eval.questions import EvalInputError, EvalItem, answer_key, get_chunk
+from llava.eval.questions import EvalInputError, EvalItem, answer_key, chunk_items
 from llava.eval.record import COMPARED_SETTINGS, run_file_for
-from llava.mm_utils import load_image, process_images, tokenizer_image_token
+from llava.eval.scoring.common import overwritten_input
+from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
+from llava.model.checkpoint import CheckpointError
 from llava.model.visiondrop_llava import load_model_for_eval, official_flags_to_overrides
-from visiondrop.config import ConfigError, load_config
+from visiondrop.config import ConfigError, PruningConfig, load_config
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _MODEL_CACHE: dict[tuple, tuple] = {}
 
 
-def add_common_args(ap: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    """Model, pruning-config, generation and run options shared by every driver."""
+def add_common_args(ap: argparse.ArgumentParser, max_new_tokens: int, conv_mode: str = "llava_v1") -> None:
+    """Model, pruning-config, generation and run options shared by every driver (LLaVA's flags and defaults
+    plus this project's)."""
     g = ap.add_argument_group("model")
     g.add_argument("--model-path", required=True, help="local LLaVA checkpoint directory")
+    g.add_argument("--model-base", default=None, help="base LLM of a LoRA or projector-only checkpoint")
     g.add_argument("--vision-tower", default=None, help="local CLIP directory (overrides mm_vision_tower)")
     g.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cuda, cuda:1, cpu")
     g.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto: float16 on GPU, float32 on CPU")
@@ -54,11 +58,12 @@ def add_common_args(ap: argparse.ArgumentParser, max_new_tokens: int) -> None:
     g.add_argument("--layer_list", default=None, help="released flag: llm.layers, e.g. [8,16,24]")
     g.add_argument("--image_token_list", default=None, help="released flag: llm.tokens, e.g. [[61,9],[45,7],[33,5]]")
     g = ap.add_argument_group("generation")
-    g.add_argument("--conv-mode", default="vicuna_v1")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the reproduction setting)")
+    g.add_argument("--conv-mode", default=conv_mode, help=f"prompt template (default {conv_mode}, as LLaVA's)")
+    g.add_argument("--temperature", type=float, default=0.2,
+                   help="sampling temperature (LLaVA's default 0.2); 0 = greedy, the reproduction setting")
     g.add_argument("--top_p", type=float, default=None)
     g.add_argument("--num_beams", type=int, default=1, help="only 1 (greedy / sampling) is supported")
-    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    g.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=max_new_tokens)
     g.add_argument("--cuda-graph-decode", action="store_true",
                    help="decode steps over a static KV cache replayed from CUDA graphs (faster; same answers up to "
                         "floating-point summation order)")
@@ -67,12 +72,6 @@ def add_common_args(ap: argparse.ArgumentParser, max_new_tokens: int) -> None:
     g.add_argument("--batch-size", type=int, default=1)
     g.add_argument("--num-chunks", type=int, default=1)
     g.add_argument("--chunk-idx", type=int, default=0)
-
-
-def model_name_from_path(model_path: str) -> str:
-    """Reference `get_model_name_from_path`: last folder name (`parent_checkpoint-N` for checkpoints)."""
-    parts = str(model_path).strip("/").split("/")
-    return f"{parts[-2]}_{parts[-1]}" if parts[-1].startswith("checkpoint-") and len(parts) > 1 else parts[-1]
 
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
@@ -84,14 +83,27 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
     return device, DTYPES[dtype]
 
 
+def pruning_config(args: argparse.Namespace) -> PruningConfig:
+    """The run's pruning config: --config (default unpruned) with --set and the released VisionDrop flags
+    applied; those flags alone select VisionDrop (its defaults for the flags left out)."""
+    config_file, extra = getattr(args, "config", None), list(getattr(args, "set", None) or [])
+    flags = official_flags_to_overrides(*(getattr(args, k, None)
+                                          for k in ("dominant", "contextual", "layer_list", "image_token_list")))
+    if flags and config_file is None:
+        return load_config(None, flags + extra, raw={"method": "visiondrop"})
+    if flags and (method := load_config(config_file).method) != "visiondrop":
+        raise ConfigError(f"--dominant / --contextual / --layer_list / --image_token_list are VisionDrop flags, but "
+                          f"{config_file} is method {method!r}: drop them or pass a visiondrop config")
+    return load_config(config_file, flags + extra)
+
+
 def run_settings(args: argparse.Namespace):
     """(validated pruning config, the answer-changing settings recorded next to the answer file)."""
-    overrides = official_flags_to_overrides(args.dominant, args.contextual, args.layer_list, args.image_token_list)
-    config = load_config(args.config, overrides + list(args.set))
+    config = pruning_config(args)
     _, dtype = resolve_device_dtype(args.device, args.dtype)
     pruning = config.to_dict()
     pruning.pop("source", None)
-    settings = {"model_id": model_name_from_path(args.model_path), "model_path": str(args.model_path),
+    settings = {"model_id": get_model_name_from_path(args.model_path), "model_path": str(args.model_path),
                 "config_file": config.source, "pruning": pruning, "conv_mode": args.conv_mode,
                 "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
                 "dtype": str(dtype).replace("torch.", ""), "cuda_graph_decode": args.cuda_graph_decode}
@@ -99,20 +111,20 @@ def run_settings(args: argparse.Namespace):
 
 
 def load_for_args(args: argparse.Namespace, config):
-    """(tokenizer, model, image_size) with `config` installed; the loaded model is cached across calls."""
+    """(tokenizer, model, image processor) with `config` installed; the loaded model is cached across calls."""
     device, dtype = resolve_device_dtype(args.device, args.dtype)
-    key = (str(args.model_path), device, dtype, args.attn_implementation, args.vision_tower)
+    key = (str(args.model_path), args.model_base, device, dtype, args.attn_implementation, args.vision_tower)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
-        tok, model, vision_cfg, _ = load_model_for_eval(
-            str(args.model_path), config, dtype=dtype, device=device,
+        tok, model, image_processor, _ = load_model_for_eval(
+            str(args.model_path), config, model_base=args.model_base, dtype=dtype, device=device,
             attn_implementation=args.attn_implementation, vision_tower=args.vision_tower)
-        _MODEL_CACHE[key] = (tok, model, vision_cfg.image_size)
-    tok, model, image_size = _MODEL_CACHE[key]
+        _MODEL_CACHE[key] = (tok, model, image_processor)
+    tok, model, image_processor = _MODEL_CACHE[key]
     model.set_pruning(config)
     if getattr(model.config, "mm_use_im_start_end", False):
         raise NotImplementedError("checkpoints with mm_use_im_start_end=true are not supported")
-    return tok, model, image_size
+    return tok, model, image_processor
 
 
 def read_answers(path: Path) -> list[dict]:
@@ -177,7 +189,7 @@ def open_image(item: EvalItem):
     return image.convert("RGB") if item.convert_rgb else image
 
 
-def generate_batch(batch: list[EvalItem], tok, model, image_size: int, args: argparse.Namespace) -> list[tuple]:
+def generate_batch(batch: list[EvalItem], tok, model, image_processor, args: argparse.Namespace) -> list[tuple]:
     """Greedy (or sampled) answers for a batch: [(text, per-layer visual token counts)] in batch order."""
     ids = [tokenizer_image_token(build_prompt(item.query, args.conv_mode), tok, return_tensors="pt")
            for item in batch]
@@ -195,8 +207,7 @@ def generate_batch(batch: list[EvalItem], tok, model, image_size: int, args: arg
                 raise EvalInputError(f"{item.where}: {err}") from err
     images, sizes = None, None
     if pil:
-        aspect = getattr(model.config, "image_aspect_ratio", None)
-        images = process_images(pil, aspect, image_size, getattr(model.config, "image_grid_pinpoints", None))
+        images = process_images(pil, image_processor, model.config)
         sizes = [im.size for im in pil]
         cast = {"device": model.device, "dtype": model.dtype}  # fp16 pixels as the reference drivers pass them
         images = [im.to(**cast) for im in images] if isinstance(images, list) else images.to(**cast)
@@ -230,8 +241,11 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
         raise EvalInputError("--num_beams > 1 is not supported (the reproduction protocol is greedy, 1 beam)")
     if args.batch_size < 1:
         raise EvalInputError("--batch-size must be >= 1")
-    chunk = get_chunk(read_items(), args.num_chunks, args.chunk_idx)
     path = Path(args.answers_file)
+    clash = overwritten_input({"--answers-file": path}, {"--question-file": getattr(args, "question_file", None)})
+    if clash:
+        raise EvalInputError(clash)
+    chunk = chunk_items(read_items(), args.num_chunks, args.chunk_idx)
     run_file = run_file_for(path)
     existing = read_answers(path)
     config, settings = run_settings(args)
@@ -251,8 +265,11 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
         raise EvalInputError(f"{missing[0].where}: image file {missing[0].image_file} not found{more}; put the "
                              "benchmark images in the image folder (see playground/data/README.md)")
     summary = {"answers_file": str(path), "chunk": len(chunk), "existing": len(chunk) - len(pending), "new": 0}
+    if not pending:  # an empty chunk still leaves its answer file for the merge, as LLaVA's drivers do
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
     if pending:
-        tok, model, image_size = load_for_args(args, config)
+        tok, model, image_processor = load_for_args(args, config)
         path.parent.mkdir(parents=True, exist_ok=True)
         start, started = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         bar = tqdm(total=len(chunk), initial=summary["existing"], desc=path.name, dynamic_ncols=True)
@@ -260,7 +277,7 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
             with path.open("a", encoding="utf-8") as f:
                 for first in range(0, len(pending), args.batch_size):
                     batch = pending[first:first + args.batch_size]
-                    results = generate_batch(batch, tok, model, image_size, args)
+                    results = generate_batch(batch, tok, model, image_processor, args)
                     f.write("".join(json.dumps(answer_line(item, text, layers, settings["model_id"])) + "\n"
                                     for item, (text, layers) in zip(batch, results)))
                     f.flush()
@@ -283,7 +300,7 @@ def cli(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> i
     """Run a driver; bad input is reported as one clear line on stderr with exit status 2."""
     try:
         run(args, read_items)
-    except (EvalInputError, ConfigError, FileNotFoundError, NotImplementedError) as err:
+    except (EvalInputError, ConfigError, CheckpointError, FileNotFoundError, NotImplementedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from llava.eval.questions import EvalInputError, guess_kind, read_questions
 from llava.eval.record import COMPARED_SETTINGS, load_run_info, read_answer_lines, run_file_for
+from llava.eval.scoring.common import overwritten_input
 
 
 def _ids(counter: Counter, limit: int = 10) -> str:
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default=None, help="default: CHUNK_DIR/merge.jsonl")
     ap.add_argument("--format", default=None, choices=("loader", "science", "mmbench"))
     args = ap.parse_args(argv)
+    chunks = {f"chunk {k}": Path(args.chunk_dir) / f"{args.num_chunks}_{k}.jsonl" for k in range(args.num_chunks)}
+    clash = overwritten_input({"--output": args.output}, {"--question-file": args.question_file, **chunks})
+    if clash:
+        print(f"error: {clash}", file=sys.stderr)
+        return 2
     try:
         merge_chunks(args.chunk_dir, args.num_chunks, args.question_file, args.output, args.format)
     except (EvalInputError, ValueError) as err:

@@ -38,11 +38,17 @@ class EvalItem:
     image_b64: str | None = None
     convert_rgb: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    entry: int | None = None  # question-file entry the item comes from (MMBench rounds share one); None: index
 
     @property
     def has_image(self) -> bool:
         """True when the item comes with an image (ScienceQA text-only problems do not)."""
         return self.image_file is not None or self.image_b64 is not None
+
+    @property
+    def source(self) -> int:
+        """The question-file entry of the item (chunks split entries)."""
+        return self.index if self.entry is None else self.entry
 
     @property
     def key(self) -> tuple[str, str]:
@@ -56,11 +62,18 @@ def answer_key(question_id: Any, prompt: str) -> tuple[str, str]:
 
 
 def get_chunk(items: list, num_chunks: int, chunk_idx: int) -> list:
-    """The chunk_idx-th contiguous slice of size ceil(N / num_chunks) (empty when past the end)."""
+    """LLaVA's split: the chunk_idx-th contiguous slice of size ceil(N / num_chunks) (empty when past the end)."""
     if num_chunks < 1 or not 0 <= chunk_idx < num_chunks:
         raise EvalInputError(f"--chunk-idx {chunk_idx} / --num-chunks {num_chunks}: need 0 <= idx < chunks")
     size = math.ceil(len(items) / num_chunks) if items else 0
     return items[chunk_idx * size:(chunk_idx + 1) * size]
+
+
+def chunk_items(items: list[EvalItem], num_chunks: int, chunk_idx: int) -> list[EvalItem]:
+    """The items of the question-file entries in chunk chunk_idx (entries are split, as LLaVA splits rows)."""
+    entries = list(dict.fromkeys(item.source for item in items))
+    keep = set(get_chunk(entries, num_chunks, chunk_idx))
+    return [item for item in items if item.source in keep]
 
 
 def _require_file(path: Path, what: str) -> None:
@@ -96,7 +109,7 @@ def read_loader_questions(question_file: str | Path, image_folder: str | Path = 
 
 
 def read_science_questions(question_file: str | Path, image_folder: str | Path = ".",
-                           single_pred_prompt: bool = True) -> list[EvalItem]:
+                           single_pred_prompt: bool = False) -> list[EvalItem]:
     """ScienceQA `llava_test_CQM-A.json` (a JSON array); text-only problems get no image (spec §7.6)."""
     path, folder = Path(question_file), Path(image_folder)
     _require_file(path, "question file")
@@ -132,9 +145,10 @@ def is_none(value: Any) -> bool:
     return value is None or str(value).strip().lower() in ("", "nan", "none")
 
 
-def read_mmbench_questions(question_file: str | Path, lang: str = "en",
-                           single_pred_prompt: bool = True) -> list[EvalItem]:
-    """MMBench TSV rows (base64 images, options A..D, optional hint); one item per row (spec §7.2)."""
+def read_mmbench_questions(question_file: str | Path, lang: str = "en", single_pred_prompt: bool = False,
+                           all_rounds: bool = False) -> list[EvalItem]:
+    """MMBench TSV rows (base64 images, options A..D, optional hint): one item per row, or with `all_rounds`
+    one per option, the options rotated by one each round (LLaVA's `--all-rounds`)."""
     path = Path(question_file)
     _require_file(path, "question file")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -147,7 +161,7 @@ def read_mmbench_questions(question_file: str | Path, lang: str = "en",
                                  "index, question, hint, A-D, answer, category, image, ...)")
         rows = [(reader.line_num, row) for row in reader]
     images = {row["index"]: row["image"] for _, row in rows}
-    for line_no, row in rows:
+    for entry, (line_no, row) in enumerate(rows):
         where = f"question file {path} line {line_no} (index {row.get('index')})"
         try:
             qid = int(row["index"])
@@ -158,22 +172,25 @@ def read_mmbench_questions(question_file: str | Path, lang: str = "en",
             if is_none(row.get(letter)):
                 break
             options.append(str(row[letter]))
-        question = str(row["question"])
-        if not is_none(row.get("hint")):
-            question = f"{row['hint']}\n{question}"
-        for letter, option in zip(MMBENCH_OPTIONS, options):
-            question += f"\n{letter}. {option}"
-        query = f"{DEFAULT_IMAGE_TOKEN}\n{question}"
-        if single_pred_prompt:
-            query += "\n" + (LETTER_SUFFIX_CN if lang == "cn" else LETTER_SUFFIX)
         image = row.get("image") or ""
         if len(image) < 64 and image in images:  # some TSVs point duplicate images at another row's index
             image = images[image]
         if not image:
             raise EvalInputError(f"{where}: empty 'image' (expected a base64-encoded image)")
-        extra = {"round_id": 0, "options": options, "option_char": list(MMBENCH_OPTIONS[:len(options)])}
-        items.append(EvalItem(index=len(items), question_id=qid, prompt=question, query=query, where=where,
-                              image_b64=image, convert_rgb=False, extra=extra))
+        chars = list(MMBENCH_OPTIONS[:len(options)])
+        for round_id in range(len(options) if all_rounds else 1):
+            question = str(row["question"])
+            if not is_none(row.get("hint")):
+                question = f"{row['hint']}\n{question}"
+            for letter, option in zip(MMBENCH_OPTIONS, options):
+                question += f"\n{letter}. {option}"
+            query = f"{DEFAULT_IMAGE_TOKEN}\n{question}"
+            if single_pred_prompt:
+                query += "\n" + (LETTER_SUFFIX_CN if lang == "cn" else LETTER_SUFFIX)
+            extra = {"round_id": round_id, "options": options, "option_char": chars}
+            items.append(EvalItem(index=len(items), question_id=qid, prompt=question, query=query, where=where,
+                                  image_b64=image, convert_rgb=False, extra=extra, entry=entry))
+            options, chars = options[1:] + options[:1], chars[1:] + chars[:1]
     return items
 
 

@@ -1,7 +1,7 @@
 """Run records: the `<answers>.run.json` sidecar and the extra fields every result JSON carries.
 
 Usage: python -m llava.eval.record extra --answers A.jsonl [--run NAME] [--wall-time S]   (prints JSON)
-       python -m llava.eval.record pending --answers A.jsonl --benchmark vqav2 --result-file R.json
+       python -m llava.eval.record pending --answers A.jsonl --benchmark vqav2 --output-json R.json
            [--upload-file U] [--run NAME] [--wall-time S]   (server-scored benchmarks: answers, no score yet)
 """
 
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llava.eval.scoring.common import refuse_overwrite
 from llava.eval.scoring.results import write_result
 
 # Settings that change the answers: an answer file may only be resumed / merged when they agree.
@@ -83,20 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", default=None)
     ap.add_argument("--wall-time", type=float, default=None)
     ap.add_argument("--benchmark", default=None)
-    ap.add_argument("--result-file", default=None)
+    ap.add_argument("--output-json", default=None, help="the pending result record to write")
     ap.add_argument("--upload-file", default=None)
     args = ap.parse_args(argv)
     extra = build_extra(args.answers, args.run, args.wall_time)
     if args.mode == "extra":
         print(json.dumps(extra))
         return 0
-    if not (args.benchmark and args.result_file):
-        ap.error("pending needs --benchmark and --result-file")
+    if not (args.benchmark and args.output_json):
+        ap.error("pending needs --benchmark and --output-json")
+    refuse_overwrite({"--output-json": args.output_json},
+                     {"--answers": args.answers, "--upload-file": args.upload_file})
     metrics = {"answers": extra["answers"], "scored": False, "upload_file": args.upload_file}
     extra["note"] = "no local score: submit the upload file to the evaluation server, then record the score with " \
-                    "python -m llava.eval.scoring.results --benchmark ... --metric NAME=VALUE --result-file ..."
-    write_result(args.result_file, args.benchmark, metrics, "answers", extra)
-    print(f"wrote {args.result_file} (answers only; score on the server)")
+                    "python -m llava.eval.scoring.results --benchmark ... --metric NAME=VALUE --output-json ..."
+    write_result(args.output_json, args.benchmark, metrics, "answers", extra)
+    print(f"wrote {args.output_json} (answers only; score on the server)")
     return 0
 
 

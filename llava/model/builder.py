@@ -6,17 +6,15 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoTokenizer
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+from llava.model.checkpoint import TOWER_KEY_RENAMES, TOWER_PREFIX, assign_weights, read_weights
+from llava.model.compat import image_processor_class
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+from llava.model.model_base import is_lora, merge_lora, weights_over_base
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
-
-TOWER_PREFIX = "model.vision_tower."
-# The original NeXT checkpoints nest CLIP under `vision_model.` (transformers 4.x); 5.x has no such wrapper.
-TOWER_KEY_RENAMES = {"model.vision_tower.vision_tower.vision_model.": "model.vision_tower.vision_tower."}
+from llava.model.tokenizer import load_tokenizer
 
 
 def read_config(model_path: str | Path) -> LlavaConfig:
@@ -34,36 +32,6 @@ def read_config(model_path: str | Path) -> LlavaConfig:
     return config
 
 
-def read_state_dict(model_path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint directory: one file or an index of shards, safetensors or torch .bin."""
-    root = Path(model_path)
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (root / index_name).is_file():
-            files = sorted(set(json.loads((root / index_name).read_text())["weight_map"].values()))
-            break
-    else:
-        files = [n for n in ("model.safetensors", "pytorch_model.bin") if (root / n).is_file()][:1]
-    if not files:
-        raise FileNotFoundError(f"no weights in {root}: expected model.safetensors, pytorch_model.bin or a "
-                                "*.index.json with its shards")
-    state = {}
-    for name in files:
-        path = root / name
-        if not path.is_file():
-            raise FileNotFoundError(f"shard {path} is listed in the index but missing: re-download it")
-        try:
-            if name.endswith(".safetensors"):
-                with safe_open(str(path), framework="pt") as f:
-                    state.update({k: f.get_tensor(k) for k in f.keys()})
-            else:
-                state.update(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as err:  # corrupt or truncated file
-            raise ValueError(f"cannot read weights file {path} ({err}); the file is corrupt, re-download it") from err
-    for old, new in TOWER_KEY_RENAMES.items():
-        state = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
-    return state
-
-
 def resolve_vision_tower(config: LlavaConfig, model_path: Path, override: str | None) -> str:
     """The tower to load: an explicit override, a directory relative to the checkpoint, or the hub name."""
     name = override or getattr(config, "mm_vision_tower", None) or getattr(config, "vision_tower", None)
@@ -75,8 +43,10 @@ def resolve_vision_tower(config: LlavaConfig, model_path: Path, override: str | 
 
 def build_model(config: LlavaConfig, dtype: torch.dtype, device: str | torch.device,
                 state: dict | None, vision_tower: str | None, tower_cls=CLIPVisionTower,
-                vision_dtype: torch.dtype | None = None, model_cls=LlavaLlamaForCausalLM) -> LlavaLlamaForCausalLM:
-    """Instantiate on the meta device, assign the checkpoint tensors, attach the vision tower."""
+                vision_dtype: torch.dtype | None = None, model_cls=LlavaLlamaForCausalLM,
+                sources: dict[str, Path] | None = None) -> LlavaLlamaForCausalLM:
+    """Instantiate on the meta device, assign the checkpoint tensors (`sources`: key -> file, for errors),
+    attach the vision tower."""
     tower_in_ckpt = bool(getattr(config, "unfreeze_mm_vision_tower", False)) or (
         state is not None and any(k.startswith(TOWER_PREFIX) for k in state))
     with torch.device("meta"):
@@ -89,10 +59,7 @@ def build_model(config: LlavaConfig, dtype: torch.dtype, device: str | torch.dev
         model = model.to(dtype=dtype).to_empty(device=device)
         _init_random(model)
     else:
-        result = model.load_state_dict(state, strict=False, assign=True)
-        if result.missing_keys or result.unexpected_keys:
-            raise ValueError(f"checkpoint does not match the model: missing {result.missing_keys[:8]}, "
-                             f"unexpected {result.unexpected_keys[:8]}")
+        assign_weights(model, state, sources or {})
     _reset_position_ids(model, device)
     model.model.rotary_emb = None  # its buffers are not in the checkpoint: rebuilt after the cast
     model.to(device=device, dtype=dtype)
@@ -125,6 +92,15 @@ def tower_config(config: LlavaConfig, vision_tower: str | None):
             "mm_vision_tower (e.g. openai/clip-vit-large-patch14-336): put that CLIP config.json in a local "
             "directory and pass --vision-tower DIR, or add vision_tower_config to the model's config.json"
         ) from err
+
+
+def image_processor_for(tower: CLIPVisionTower, source: str | None):
+    """The tower's CLIP image processor: `source`'s preprocessor_config.json, else CLIP's at the tower size."""
+    cls = image_processor_class()
+    if source and (Path(source) / "preprocessor_config.json").is_file():
+        return cls.from_pretrained(source)
+    side = tower.config.image_size
+    return cls(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
 
 
 def _reset_position_ids(model: torch.nn.Module, device: str | torch.device) -> None:
@@ -160,27 +136,34 @@ def load_pretrained_model(
     tower_cls=CLIPVisionTower,
     model_cls=LlavaLlamaForCausalLM,
 ):
-    """Load tokenizer, model and context length from an original LLaVA checkpoint directory.
+    """Load tokenizer, model, image processor and context length from an original LLaVA checkpoint directory.
 
+    With `model_base` (a base LLM directory), `model_path` is a LoRA checkpoint (adapter merged at load) or a
+    projector-only one, as in LLaVA; the tokenizer then comes from `model_base`. `model_name` is accepted for
+    LLaVA's signature: the kind of checkpoint is read from its files.
     `vision_dtype=None` keeps the faithful precisions: the separately loaded LLaVA-1.5 tower in fp32, a tower
-    stored in the checkpoint (NeXT) in `dtype`. Returns (tokenizer, model, image_processor_config, context_len).
+    stored in the checkpoint (NeXT) in `dtype`. Returns (tokenizer, model, image_processor, context_len), the
+    processor also set as `model.get_vision_tower().image_processor` as in LLaVA.
     """
-    if model_base is not None:
-        raise NotImplementedError("LoRA / projector-only checkpoints (model_base) are not supported yet")
     root = Path(model_path)
     if not root.is_dir():
         raise FileNotFoundError(f"model path {root} does not exist: download the checkpoint there or fix "
                                 "--model-path")
     config = read_config(root)
     config._attn_implementation = attn_implementation
-    tokenizer = AutoTokenizer.from_pretrained(str(root), use_fast=False)
+    base = Path(model_base) if model_base is not None else None
+    state, sources = read_weights(root) if base is None else weights_over_base(root, base)
+    tokenizer = load_tokenizer(base or root)
     tower = resolve_vision_tower(config, root, vision_tower)
     separate_tower = not getattr(config, "unfreeze_mm_vision_tower", False)
     if vision_dtype is None:
         vision_dtype = torch.float32 if separate_tower else dtype
-    model = build_model(config, dtype, device, read_state_dict(root), tower, tower_cls, vision_dtype, model_cls)
-    context_len = getattr(config, "max_sequence_length", None) or config.max_position_embeddings
-    return tokenizer, model, model.get_vision_tower().config, context_len
+    model = build_model(config, dtype, device, state, tower, tower_cls, vision_dtype, model_cls, sources)
+    if base is not None and is_lora(root):
+        model = merge_lora(model, root)
+    vision = model.get_vision_tower()
+    vision.image_processor = image_processor_for(vision, tower)
+    return tokenizer, model, vision.image_processor, getattr(config, "max_sequence_length", 2048)
 
 
 def save_checkpoint(model: LlavaLlamaForCausalLM, out_dir: str | Path, config_fields: dict) -> None:

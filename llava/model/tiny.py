@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from llava.model.builder import read_state_dict, save_checkpoint
+from llava.model.builder import save_checkpoint
+from llava.model.checkpoint import read_state_dict
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.tiny_tokenizer import train_tiny_tokenizer

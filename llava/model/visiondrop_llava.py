@@ -103,10 +103,10 @@ def load_model_for_eval(model_path: str, config: PruningConfig | str | None = No
     None = unpruned). Keyword arguments go to `load_pretrained_model`. Returns the same tuple."""
     if not isinstance(config, PruningConfig):
         config = load_config(config, overrides)
-    tokenizer, model, image_cfg, context_len = load_pretrained_model(
+    tokenizer, model, image_processor, context_len = load_pretrained_model(
         model_path, tower_cls=PruningCLIPVisionTower, model_cls=VisionDropLlavaForCausalLM, **kwargs)
     model.set_pruning(config)
-    return tokenizer, model, image_cfg, context_len
+    return tokenizer, model, image_processor, context_len
 
 
 def official_flags_to_overrides(dominant: int | None = None, contextual: int | None = None,

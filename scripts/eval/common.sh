@@ -23,6 +23,13 @@ export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 die() { echo "error: $*" >&2; exit 1; }
 
+# generation_failed STATUS: stop with advice for a driver's exit status; 2 = it refused its input (a bad
+# checkpoint, config or question file), which rerunning does not fix; anything else may have been cut short.
+generation_failed() {
+    [[ $1 -ne 2 ]] || die "answer generation refused its input (see above); fix that, then rerun"
+    die "answer generation failed (see above); fix the cause and rerun the same command to resume"
+}
+
 # abs_path PATH BASE: PATH made absolute against BASE (unchanged when already absolute).
 abs_path() { case "$1" in /*) echo "$1" ;; *) echo "$2/$1" ;; esac; }
 
@@ -92,8 +99,7 @@ generate() {
                   --conv-mode vicuna_v1 --temperature 0 --device "$DEVICE")
     if [[ -z "$chunk_dir" && $CHUNKS -eq 1 ]]; then
         mkdir -p "$(dirname "$final")"
-        "$PY" -m "$module" "${common[@]}" "$@" --answers-file "$final" "${GEN_ARGS[@]}" \
-            || die "answer generation failed (see above); fix the cause and rerun the same command to resume"
+        "$PY" -m "$module" "${common[@]}" "$@" --answers-file "$final" "${GEN_ARGS[@]}" || generation_failed $?
         return 0
     fi
     [[ -n "$chunk_dir" ]] || chunk_dir=${final%.jsonl}
@@ -110,8 +116,10 @@ generate() {
         fi
         pids+=($!)
     done
-    for pid in "${pids[@]}"; do wait "$pid" || fail=1; done
-    [[ $fail -eq 0 ]] || die "answer generation failed in some chunk (see above); rerun the same command to resume"
+    for pid in "${pids[@]}"; do  # a chunk cut short (status other than 2) outranks one that refused its input
+        wait "$pid" || { local status=$?; [[ $fail -ne 0 && $fail -ne 2 ]] || fail=$status; }
+    done
+    [[ $fail -eq 0 ]] || generation_failed "$fail"
     "$PY" -m llava.eval.merge_chunks --chunk-dir "$chunk_dir" --num-chunks "$CHUNKS" --question-file "$questions" \
         --output "$final" || die "merging the chunk answer files failed (see above)"
 }
@@ -129,6 +137,6 @@ result_file() {
 
 # record_pending BENCH ANSWERS UPLOAD: result JSON for a server-scored benchmark (answers, no score yet).
 record_pending() {
-    "$PY" -m llava.eval.record pending --answers "$2" --benchmark "$1" --result-file "$(result_file "$1")" \
+    "$PY" -m llava.eval.record pending --answers "$2" --benchmark "$1" --output-json "$(result_file "$1")" \
         --upload-file "$3" --run "$RUN" --wall-time "$SECONDS"
 }

@@ -13,4 +13,4 @@ generate llava.eval.model_vqa_loader "$ANSWERS/merge.jsonl" "$ANSWERS" "$GQA/$SP
 "$PY" -m llava.eval.scoring.gqa --answers "$ANSWERS/merge.jsonl" \
     --predictions-out "$GQA/data/testdev_balanced_predictions.json" \
     --questions "$GQA/data/testdev_balanced_questions.json" \
-    --result-file "$(result_file gqa)" --extra "$(record_extra "$ANSWERS/merge.jsonl")"
+    --output-json "$(result_file gqa)" --extra "$(record_extra "$ANSWERS/merge.jsonl")"

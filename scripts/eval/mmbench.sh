@@ -18,8 +18,7 @@ generate llava.eval.model_vqa_mmbench "$ANSWERS" "" "$MMB/$SPLIT.tsv" --lang "${
 mkdir -p "$(dirname "$UPLOAD")"
 rm -f "$RESULT"
 "$PY" -m llava.eval.scoring.mmbench --answers "$ANSWERS" --annotation-file "$MMB/$SPLIT.tsv" --benchmark "$BENCH" \
-    --upload-file "$UPLOAD" --result-file "$RESULT" --extra "$(record_extra "$ANSWERS")"
+    --upload-file "$UPLOAD" --output-json "$RESULT" --extra "$(record_extra "$ANSWERS")"
 if [[ ! -f "$RESULT" ]]; then  # test split: no answers in the TSV, scored on the server
-    [[ -f "$UPLOAD" ]] || UPLOAD=${UPLOAD%.xlsx}.tsv  # the scorer writes .tsv when openpyxl is missing
     record_pending "$BENCH" "$ANSWERS" "$UPLOAD"
 fi

@@ -10,4 +10,4 @@ require_path "$RELEASE" "the MME release (images + question/answer txt files) as
 ANSWERS=$MME/answers/$CKPT.jsonl
 generate llava.eval.model_vqa_loader "$ANSWERS" "" "$MME/llava_mme.jsonl" --image-folder "$RELEASE"
 "$PY" -m llava.eval.scoring.mme --answers "$ANSWERS" --release-dir "$RELEASE" \
-    --txt-dir "$MME/eval_tool/answers/$CKPT" --result-file "$(result_file mme)" --extra "$(record_extra "$ANSWERS")"
+    --txt-dir "$MME/eval_tool/answers/$CKPT" --output-json "$(result_file mme)" --extra "$(record_extra "$ANSWERS")"

@@ -10,4 +10,4 @@ require_path "$POPE/coco" "the POPE label files coco_pope_{adversarial,popular,r
 ANSWERS=$POPE/answers/$CKPT.jsonl
 generate llava.eval.model_vqa_loader "$ANSWERS" "" "$POPE/llava_pope_test.jsonl" --image-folder "$POPE/val2014"
 "$PY" -m llava.eval.scoring.pope --answers "$ANSWERS" --question-file "$POPE/llava_pope_test.jsonl" \
-    --annotation-dir "$POPE/coco" --result-file "$(result_file pope)" --extra "$(record_extra "$ANSWERS")"
+    --annotation-dir "$POPE/coco" --output-json "$(result_file pope)" --extra "$(record_extra "$ANSWERS")"

@@ -10,5 +10,5 @@ ANSWERS=$SQA/answers/$CKPT.jsonl
 generate llava.eval.model_vqa_science "$ANSWERS" "" "$SQA/llava_test_CQM-A.json" --image-folder "$SQA/images/test" \
     --single-pred-prompt
 "$PY" -m llava.eval.scoring.scienceqa --answers "$ANSWERS" --question-file "$SQA/llava_test_CQM-A.json" \
-    --output-file "$SQA/answers/${CKPT}_output.jsonl" --result-file "$(result_file scienceqa)" \
+    --output-file "$SQA/answers/${CKPT}_output.jsonl" --output-json "$(result_file scienceqa)" \
     --extra "$(record_extra "$ANSWERS")"

@@ -11,4 +11,4 @@ require_path "$TVQA/TextVQA_0.5.1_val.json" "the TextVQA annotations TextVQA_0.5
 ANSWERS=$TVQA/answers/$CKPT.jsonl
 generate llava.eval.model_vqa_loader "$ANSWERS" "" "$QUESTIONS" --image-folder "$TVQA/train_images"
 "$PY" -m llava.eval.scoring.textvqa --answers "$ANSWERS" --annotation-file "$TVQA/TextVQA_0.5.1_val.json" \
-    --result-file "$(result_file textvqa)" --extra "$(record_extra "$ANSWERS")"
+    --output-json "$(result_file textvqa)" --extra "$(record_extra "$ANSWERS")"

@@ -12,8 +12,8 @@ UPLOAD=$VW/answers_upload/$CKPT.json
 generate llava.eval.model_vqa_loader "$ANSWERS" "" "$VW/llava_test.jsonl" --image-folder "$VW/test"
 if [[ -n "${VIZWIZ_ANNOTATION:-}" ]]; then
     "$PY" -m llava.eval.scoring.vizwiz --answers "$ANSWERS" --question-file "$VW/llava_test.jsonl" \
-        --upload-file "$UPLOAD" --annotation-file "$VIZWIZ_ANNOTATION" \
-        --result-file "$(result_file vizwiz)" --extra "$(record_extra "$ANSWERS")"
+        --upload-file "$UPLOAD" --val-annotations "$VIZWIZ_ANNOTATION" \
+        --output-json "$(result_file vizwiz)" --extra "$(record_extra "$ANSWERS")"
 else
     "$PY" -m llava.eval.scoring.vizwiz --answers "$ANSWERS" --question-file "$VW/llava_test.jsonl" --upload-file "$UPLOAD"
     record_pending vizwiz "$ANSWERS" "$UPLOAD"

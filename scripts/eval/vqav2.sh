@@ -15,7 +15,7 @@ generate llava.eval.model_vqa_loader "$ANSWERS/merge.jsonl" "$ANSWERS" "$VQA/$SP
 SCORE=(--answers "$ANSWERS/merge.jsonl" --question-file "$VQA/llava_vqav2_mscoco_test2015.jsonl" --upload-file "$UPLOAD")
 if [[ -n "${VQAV2_ANNOTATION:-}" ]]; then
     "$PY" -m llava.eval.scoring.vqav2 "${SCORE[@]}" --annotation-file "$VQAV2_ANNOTATION" \
-        --result-file "$(result_file vqav2)" --extra "$(record_extra "$ANSWERS/merge.jsonl")"
+        --output-json "$(result_file vqav2)" --extra "$(record_extra "$ANSWERS/merge.jsonl")"
 else
     "$PY" -m llava.eval.scoring.vqav2 "${SCORE[@]}"
     record_pending vqav2 "$ANSWERS/merge.jsonl" "$UPLOAD"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +57,20 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
 def pct(num: float, den: float) -> float:
     """Percentage num/den*100, 0.0 when den is 0."""
     return 100.0 * num / den if den else 0.0
+
+
+def overwritten_input(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> str | None:
+    """The message for an output path that names one of the inputs (flag -> path; None = not given), else None."""
+    for out_flag, out in outputs.items():
+        for in_flag, inp in inputs.items():
+            if out is not None and inp is not None and Path(out).resolve() == Path(inp).resolve():
+                return (f"{out_flag} {out} is the file given to {in_flag}: refusing to write over an input; "
+                        "choose another output path")
+    return None
+
+
+def refuse_overwrite(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Stop a CLI with a one-line error when an output would write over one of its inputs."""
+    message = overwritten_input(outputs, inputs)
+    if message:
+        raise SystemExit(f"error: {message}")

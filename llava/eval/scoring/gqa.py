@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from llava.eval.scoring.common import pct, read_json, read_jsonl, write_json
+from llava.eval.scoring.common import pct, read_json, read_jsonl, refuse_overwrite, write_json
 from llava.eval.scoring.results import add_result_args, finish_cli
 
 BENCHMARK = "gqa"
@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--questions", default=None, help="official testdev_balanced_questions.json")
     add_result_args(ap)
     args = ap.parse_args(argv)
+    refuse_overwrite({"--predictions-out": args.predictions_out, "--output-json": args.output_json},
+                     {"--answers": args.answers, "--questions": args.questions})
     predictions = convert_answers(read_jsonl(args.answers))
     if args.predictions_out:
         write_json(Path(args.predictions_out), predictions, indent=None)

@@ -11,8 +11,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from llava.eval.scoring.common import pct, read_jsonl
+from llava.eval.scoring.common import pct, read_jsonl, refuse_overwrite
 from llava.eval.scoring.results import add_result_args, finish_cli
+from llava.eval.scoring.xlsx import write_xlsx
 
 LETTERS = ("A", "B", "C", "D")
 ROTATION = 1_000_000
@@ -95,42 +96,36 @@ def circular_eval(rows: Iterable[Mapping[str, Any]], answers: Iterable[Mapping[s
     }
 
 
+def _typed(values: list[str]) -> list[Any]:
+    """A TSV column as pandas reads it: all integers -> int, all numbers -> float, else str; '' -> empty."""
+    for kind in (int, float):
+        try:
+            return [kind(v) if v != "" else None for v in values]
+        except ValueError:
+            continue
+    return [v if v != "" else None for v in values]
+
+
 def submission_table(rows: list[Mapping[str, Any]],
                      answers: Iterable[Mapping[str, Any]]) -> tuple[list, list]:
-    """Reference conversion: drop DROP_COLUMNS, insert `prediction` as column 6 (filled by `index`)."""
+    """Reference conversion: drop DROP_COLUMNS, insert `prediction` as column 6 (filled by `index`; the last
+    answer of an index wins, as with `--all-rounds` there), TSV columns typed as pandas types them."""
     if not rows:
         return [], []
-    columns = [c for c in rows[0] if c not in DROP_COLUMNS]
-    columns.insert(min(6, len(columns)), "prediction")
+    kept = [c for c in rows[0] if c not in DROP_COLUMNS]
+    columns = {c: _typed([str(r.get(c) or "") for r in rows]) for c in kept}
     preds = {str(a["question_id"]): a["text"] for a in answers}
-    table = [[preds.get(str(r["index"]), "") if c == "prediction" else r[c] for c in columns] for r in rows]
-    return columns, table
+    columns_out = list(kept)
+    columns_out.insert(min(6, len(kept)), "prediction")
+    columns["prediction"] = [preds.get(str(r["index"])) for r in rows]
+    return columns_out, [[columns[c][i] for c in columns_out] for i in range(len(rows))]
 
 
 def write_submission(rows: list[Mapping[str, Any]], answers: Iterable[Mapping[str, Any]],
                      out_path: str | Path) -> Path:
-    """Write `.xlsx` when openpyxl is importable, else a `.tsv` with the same columns; return the path."""
+    """Write the `.xlsx` upload file (the suffix is forced to .xlsx); return its path."""
     columns, table = submission_table(rows, answers)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import openpyxl
-    except ImportError:
-        out_path = out_path.with_suffix(".tsv")
-        with open(out_path, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, delimiter="\t")
-            writer.writerow(columns)
-            writer.writerows(table)
-        print(f"openpyxl not importable: wrote TSV instead of xlsx ({out_path})", file=sys.stderr)
-        return out_path
-    book = openpyxl.Workbook()
-    sheet = book.active
-    sheet.append(columns)
-    for line in table:
-        sheet.append(line)
-    out_path = out_path.with_suffix(".xlsx")
-    book.save(out_path)
-    return out_path
+    return write_xlsx(Path(out_path).with_suffix(".xlsx"), columns, table)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,9 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--answers", required=True, help="answer JSONL")
     ap.add_argument("--annotation-file", required=True, help="MMBench TSV (dev with answers, or test)")
     ap.add_argument("--benchmark", default="mmbench", choices=("mmbench", "mmbench_cn"))
-    ap.add_argument("--upload-file", default=None, help="submission path (.xlsx; .tsv without openpyxl)")
+    ap.add_argument("--upload-file", default=None, help="submission path (.xlsx)")
     add_result_args(ap)
     args = ap.parse_args(argv)
+    refuse_overwrite({"--upload-file": args.upload_file, "--output-json": args.output_json},
+                     {"--answers": args.answers, "--annotation-file": args.annotation_file})
     rows, answers = read_tsv(args.annotation_file), read_jsonl(args.answers)
     if args.upload_file:
         print(f"wrote {write_submission(rows, answers, args.upload_file)}")

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from llava.eval.scoring.common import read_jsonl
+from llava.eval.scoring.common import read_jsonl, refuse_overwrite
 from llava.eval.scoring.results import add_result_args, finish_cli
 
 BENCHMARK = "mme"
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--txt-dir", default=None, help="write eval_tool/answers/{exp}/{category}.txt here")
     add_result_args(ap)
     args = ap.parse_args(argv)
+    refuse_overwrite({"--output-json": args.output_json}, {"--answers": args.answers})
     converted = convert_answers(read_jsonl(args.answers), load_ground_truth(args.release_dir))
     if args.txt_dir:
         write_txt_files(converted, args.txt_dir)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from llava.eval.scoring.common import pct, read_jsonl
+from llava.eval.scoring.common import pct, read_jsonl, refuse_overwrite
 from llava.eval.scoring.results import add_result_args, finish_cli
 
 BENCHMARK = "pope"
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="count unmatched answers instead of failing (strict is the default)")
     add_result_args(ap)
     args = ap.parse_args(argv)
+    refuse_overwrite({"--output-json": args.output_json},
+                     {"--answers": args.answers, "--question-file": args.question_file})
     metrics = score_pope(read_jsonl(args.answers), read_jsonl(args.question_file),
                          load_label_dir(args.annotation_dir), strict=args.strict)
     for cat, m in metrics["categories"].items():

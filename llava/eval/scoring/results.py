@@ -71,9 +71,10 @@ def load_results(directory: str | Path) -> list[dict[str, Any]]:
 
 
 def add_result_args(ap: argparse.ArgumentParser) -> None:
-    """Add the shared --result-file / --model / --method / --budget / --extra options to a scorer CLI."""
+    """Add the shared --output-json / --model / --method / --budget / --extra options to a scorer CLI."""
     g = ap.add_argument_group("result record")
-    g.add_argument("--result-file", default=None, help="write a result-JSON record here")
+    g.add_argument("--output-json", default=None, help="write a result-JSON record here (an output; LLaVA's "
+                   "--result-file is an input, the answer file)")
     g.add_argument("--model", default=None, help="model name stored in the record")
     g.add_argument("--method", default=None, help="token-reduction method ('none' = unpruned)")
     g.add_argument("--budget", type=int, default=None, help="visual-token budget (e.g. 576, 192, 128, 64)")
@@ -81,15 +82,15 @@ def add_result_args(ap: argparse.ArgumentParser) -> None:
 
 
 def finish_cli(args: argparse.Namespace, benchmark: str, metrics: dict[str, Any]) -> None:
-    """Print metrics as JSON and, with --result-file, write the record."""
+    """Print metrics as JSON and, with --output-json, write the record."""
     print(json.dumps(metrics, indent=2, ensure_ascii=False))
-    if getattr(args, "result_file", None):
+    if getattr(args, "output_json", None):
         extra = json.loads(args.extra) if args.extra else {}
         for key in ("model", "method", "budget"):
             if getattr(args, key) is not None:
                 extra[key] = getattr(args, key)
-        write_result(args.result_file, benchmark, metrics, MAIN_METRIC.get(benchmark), extra)
-        print(f"wrote {args.result_file}")
+        write_result(args.output_json, benchmark, metrics, MAIN_METRIC.get(benchmark), extra)
+        print(f"wrote {args.output_json}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,8 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="metric value, repeatable (the benchmark's main metric is required)")
     add_result_args(ap)
     args = ap.parse_args(argv)
-    if not args.result_file:
-        ap.error("--result-file is required")
+    if not args.output_json:
+        ap.error("--output-json is required")
     metrics = {}
     for item in args.metric:
         name, _, value = item.partition("=")

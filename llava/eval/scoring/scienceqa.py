@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from llava.eval.scoring.common import pct, read_json, read_jsonl, write_jsonl
+from llava.eval.scoring.common import pct, read_json, read_jsonl, refuse_overwrite, write_jsonl
 from llava.eval.scoring.results import add_result_args, finish_cli
 
 BENCHMARK = "scienceqa"
@@ -50,6 +50,16 @@ def problems_from_cqm(data: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, 
     return problems
 
 
+def problems_from_scienceqa(problems: Mapping[str, Mapping[str, Any]], ids: Iterable[str]) -> dict[str, dict]:
+    """ScienceQA `problems.json` entries of a split (`pid_splits.json`) in the form `score_scienceqa` takes."""
+    out = {}
+    for pid in ids:
+        prob = problems[pid]
+        out[str(pid)] = {"answer": OPTIONS[prob["answer"]], "n_choices": len(prob["choices"]),
+                         "has_image": bool(prob.get("image"))}
+    return out
+
+
 def score_scienceqa(answers: Iterable[Mapping[str, Any]], problems: Mapping[str, Mapping[str, Any]]) -> dict:
     """Accuracy and IMG-Accuracy (%) over all problems; missing answers count as FAILED.
 
@@ -72,7 +82,9 @@ def score_scienceqa(answers: Iterable[Mapping[str, Any]], problems: Mapping[str,
         img_total += is_img
         img_correct += ok and is_img
         details.append({"question_id": pid, "parsed": letter, "gold": prob["answer"], "correct": ok,
-                        "image": is_img})
+                        "image": is_img, "choice": OPTIONS.index(letter) if in_range else -1,
+                        "text": ans["text"] if ans is not None else "FAILED",
+                        "prompt": ans["prompt"] if ans is not None else "Unknown"})
     return {
         "accuracy": pct(correct, total),
         "img_accuracy": pct(img_correct, img_total),
@@ -91,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output-file", default=None, help="per-problem parse results (JSONL)")
     add_result_args(ap)
     args = ap.parse_args(argv)
+    refuse_overwrite({"--output-file": args.output_file, "--output-json": args.output_json},
+                     {"--answers": args.answers, "--question-file": args.question_file})
     metrics = score_scienceqa(read_jsonl(args.answers), problems_from_cqm(read_json(args.question_file)))
     details = metrics.pop("details")
     if args.output_file:

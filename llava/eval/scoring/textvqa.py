@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from llava.eval.scoring.answer_processor import EvalAIAnswerProcessor, vqa_accuracy
-from llava.eval.scoring.common import pct, read_json, read_jsonl
+from llava.eval.scoring.common import pct, read_json, read_jsonl, refuse_overwrite
 from llava.eval.scoring.results import add_result_args, finish_cli
 
 BENCHMARK = "textvqa"
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="skip (but count) answers with no annotation instead of failing")
     add_result_args(ap)
     args = ap.parse_args(argv)
+    refuse_overwrite({"--output-json": args.output_json},
+                     {"--answers": args.answers, "--annotation-file": args.annotation_file})
     metrics = score_textvqa(read_jsonl(args.answers), read_json(args.annotation_file)["data"], args.strict)
     finish_cli(args, BENCHMARK, metrics)
 

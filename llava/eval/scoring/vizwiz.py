@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llava.eval.scoring.answer_processor import EvalAIAnswerProcessor, vqa_accuracy
-from llava.eval.scoring.common import pct, read_json, read_jsonl, write_json
+from llava.eval.scoring.common import pct, read_json, read_jsonl, refuse_overwrite, write_json
 from llava.eval.scoring.results import add_result_args, finish_cli
 
 BENCHMARK = "vizwiz"
@@ -51,15 +51,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--answers", required=True, help="answer JSONL")
     ap.add_argument("--question-file", required=True, help="llava_test.jsonl")
     ap.add_argument("--upload-file", default=None, help="answers_upload/{exp}.json")
-    ap.add_argument("--annotation-file", default=None, help="VizWiz-format annotations (val), local acc")
+    ap.add_argument("--val-annotations", default=None,
+                    help="VizWiz-format annotations (val) for a local accuracy (LLaVA's --annotation-file is the "
+                         "question file)")
     add_result_args(ap)
     args = ap.parse_args(argv)
+    refuse_overwrite({"--upload-file": args.upload_file, "--output-json": args.output_json},
+                     {"--answers": args.answers, "--question-file": args.question_file,
+                      "--val-annotations": args.val_annotations})
     upload = convert_for_submission(read_jsonl(args.answers), read_jsonl(args.question_file))
     if args.upload_file:
         write_json(Path(args.upload_file), upload, indent=None)
         print(f"wrote {len(upload)} answers to {args.upload_file}")
-    if args.annotation_file:
-        finish_cli(args, BENCHMARK, score_vizwiz(upload, read_json(args.annotation_file)))
+    if args.val_annotations:
+        finish_cli(args, BENCHMARK, score_vizwiz(upload, read_json(args.val_annotations)))
 
 
 if __name__ == "__main__":

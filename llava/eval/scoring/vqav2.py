@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llava.eval.scoring.answer_processor import EvalAIAnswerProcessor, vqa_accuracy
-from llava.eval.scoring.common import pct, read_json, read_jsonl, read_jsonl_tolerant, write_json
+from llava.eval.scoring.common import pct, read_json, read_jsonl, read_jsonl_tolerant, refuse_overwrite, write_json
 from llava.eval.scoring.results import add_result_args, finish_cli
 
 BENCHMARK = "vqav2"
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--annotation-file", default=None, help="official VQA annotations (val), local acc")
     add_result_args(ap)
     args = ap.parse_args(argv)
+    refuse_overwrite({"--upload-file": args.upload_file, "--output-json": args.output_json},
+                     {"--answers": args.answers, "--question-file": args.question_file,
+                      "--annotation-file": args.annotation_file})
     answers, bad = read_jsonl_tolerant(args.answers)
     print(f"answers: {len(answers)}, unparsable lines: {bad}")
     if args.upload_file:

@@ -20,6 +20,7 @@ from transformers import AutoConfig, LlamaConfig
 from transformers.cache_utils import DynamicCache
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
+from llava.model.compat import LAYER_CACHE_KWARG
 from llava.model.graph_decode import DecodeGraphs, StaticKV
 from llava.model.llava_arch import LlavaMetaModel, LlavaMultimodalMixin
 from llava.model.sequence import SequenceBatch, attention_bias, pad_rows
@@ -94,8 +95,8 @@ class LlavaLlamaModel(LlavaMetaModel):
 
     def _run_layers(self, hidden, mask, rope, cache, first: int, stop: int) -> torch.Tensor:
         for layer in self.layers[first:stop]:
-            hidden = layer(hidden, attention_mask=mask, position_embeddings=rope, past_key_values=cache,
-                           use_cache=cache is not None)
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=rope, use_cache=cache is not None,
+                           **{LAYER_CACHE_KWARG: cache})
         return hidden
 
     def prefill(self, batch: SequenceBatch, cache: DynamicCache | None) -> tuple:
