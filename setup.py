@@ -8,7 +8,7 @@ setup(
     packages=find_packages(include=["llava", "llava.*", "visiondrop", "visiondrop.*"]),
     install_requires=[
         "torch>=2.6",
-        "transformers>=5.17,<6",
+        "transformers>=5.17,<5.25",  # tested: 5.17 (lowest) and 5.24 (newest), see .ci/run
         "tokenizers>=0.23.1,<0.24",
         "sentencepiece>=0.2.0,<0.2.3",
         "protobuf",

@@ -88,6 +88,17 @@ def test_returns_the_official_tuple_with_a_clip_image_processor(loaded):
     assert torch.equal(pixels, clip_preprocess(image, 336))
 
 
+def test_image_processor_comes_from_the_towers_preprocessor_config(tiny_path, tmp_path):
+    clip = tmp_path / "clip"
+    shutil.copytree(tiny_path.parent / "tiny-clip-vit-336", clip)
+    # openai/clip-vit-large-patch14-336's file (4.x integer sizes), with another mean to see that it is read
+    (clip / "preprocessor_config.json").write_text(json.dumps({
+        "crop_size": 336, "do_center_crop": True, "do_normalize": True, "do_resize": True, "resample": 3,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.26862954, 0.26130258, 0.27577711], "size": 336}))
+    _, _, image_processor, _ = load_pretrained_model(str(tiny_path), dtype=TEST_DTYPE, vision_tower=str(clip))
+    assert list(image_processor.image_mean) == [0.5, 0.5, 0.5] and image_processor.crop_size["height"] == 336
+
+
 def test_loading_and_cached_generation_warn_nothing(tiny_path, capfd):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. transformers' FutureWarning for a renamed keyword

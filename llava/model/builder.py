@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-from llava.model.checkpoint import TOWER_KEY_RENAMES, TOWER_PREFIX, assign_weights, read_weights
+from llava.model.checkpoint import TOWER_KEY_RENAMES, TOWER_PREFIX, CheckpointError, assign_weights, read_weights
 from llava.model.compat import image_processor_class
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from llava.model.model_base import is_lora, merge_lora, weights_over_base
@@ -36,7 +36,7 @@ def resolve_vision_tower(config: LlavaConfig, model_path: Path, override: str | 
     """The tower to load: an explicit override, a directory relative to the checkpoint, or the hub name."""
     name = override or getattr(config, "mm_vision_tower", None) or getattr(config, "vision_tower", None)
     if name is None:
-        raise ValueError(f"{model_path}/config.json has no mm_vision_tower: pass --vision-tower DIR")
+        raise CheckpointError(f"{model_path}/config.json has no mm_vision_tower: pass --vision-tower DIR")
     relative = (model_path / name).resolve()
     return str(relative) if not override and relative.is_dir() else name
 
@@ -80,7 +80,7 @@ def tower_config(config: LlavaConfig, vision_tower: str | None):
     if fields is not None:
         return CLIPVisionConfig(**fields)
     if not vision_tower:
-        raise ValueError("the checkpoint holds the vision tower weights but its shape is unknown: config.json has "
+        raise CheckpointError("the checkpoint holds the vision tower weights but its shape is unknown: config.json has "
                          "neither vision_tower_config nor mm_vision_tower; pass --vision-tower DIR (a CLIP "
                          "directory whose config.json gives the tower shape)")
     try:
