@@ -5,7 +5,8 @@ is the question-file text the answer line records. Keys are counted as a multise
 repeated (id, prompt) pairs resumes by occurrence. Answers are appended and flushed after every batch, in
 question-file order; a crash loses at most the batch in flight (a torn last line is dropped on restart).
 Next to each answer file `<answers>.run.json` records the settings that change answers (model, pruning
-config, prompt template, generation settings, dtype); resuming with other settings is an error.
+config, prompt template, generation settings, dtype, code version); resuming with other settings is an error,
+`--overwrite` starts the file afresh. While a driver writes, the answer file is locked (`llava.eval.run_guard`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tqdm import tqdm
 from llava.conversation import build_prompt
 from llava.eval.questions import EvalInputError, EvalItem, answer_key, get_chunk
 from llava.eval.record import COMPARED_SETTINGS, run_file_for
+from llava.eval.run_guard import AnswerLock, RunLockedError, code_version, config_hash, exit_on_sigterm
 from llava.mm_utils import load_image, process_images, tokenizer_image_token
 from llava.model.visiondrop_llava import load_model_for_eval, official_flags_to_overrides
 from visiondrop.config import ConfigError, load_config
@@ -64,6 +66,7 @@ def add_common_args(ap: argparse.ArgumentParser, max_new_tokens: int) -> None:
                         "floating-point summation order)")
     g = ap.add_argument_group("run")
     g.add_argument("--answers-file", required=True, help="answer JSONL (appended to; resumable)")
+    g.add_argument("--overwrite", action="store_true", help="discard the answers already in --answers-file")
     g.add_argument("--batch-size", type=int, default=1)
     g.add_argument("--num-chunks", type=int, default=1)
     g.add_argument("--chunk-idx", type=int, default=0)
@@ -79,6 +82,10 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
     """'auto' -> cuda when available else cpu; dtype 'auto' -> float16 on GPU, float32 on CPU."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        build = "has no CUDA support" if torch.version.cuda is None else "sees no GPU"
+        raise EvalInputError(f"--device {device}: this torch ({torch.__version__}) {build}; use --device cpu, "
+                             "or a machine / torch build with CUDA")
     if dtype == "auto":
         return device, torch.float32 if device == "cpu" else torch.float16
     return device, DTYPES[dtype]
@@ -94,7 +101,8 @@ def run_settings(args: argparse.Namespace):
     settings = {"model_id": model_name_from_path(args.model_path), "model_path": str(args.model_path),
                 "config_file": config.source, "pruning": pruning, "conv_mode": args.conv_mode,
                 "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                "dtype": str(dtype).replace("torch.", ""), "cuda_graph_decode": args.cuda_graph_decode}
+                "dtype": str(dtype).replace("torch.", ""), "cuda_graph_decode": args.cuda_graph_decode,
+                "config_hash": config_hash(pruning), "code_version": code_version()}
     return config, settings
 
 
@@ -151,14 +159,21 @@ def read_answers(path: Path) -> list[dict]:
 
 def check_settings(run_file: Path, settings: dict, answers_file: Path, resuming: bool) -> dict:
     """Load the sidecar and refuse to resume an answer file written with other answer-changing settings."""
-    info = {"settings": settings, "runs": []}
-    if resuming and run_file.is_file():
-        info = json.loads(run_file.read_text())
-    old = info.get("settings", {})
-    diff = [k for k in COMPARED_SETTINGS if k in old and old[k] != settings[k]]
+    fix = "rerun with --overwrite to regenerate them, or use another answer file / RUN_NAME"
+    if not resuming:
+        return {"settings": settings, "runs": []}
+    if not run_file.is_file():
+        raise EvalInputError(f"answer file {answers_file} has answers but no run record {run_file.name}, so what "
+                             f"produced them is unknown; {fix}")
+    try:
+        info = json.loads(run_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EvalInputError(f"run record {run_file}: not valid JSON ({err}); {fix}") from err
+    old = info.get("settings", {}) if isinstance(info, dict) else {}
+    diff = [k for k in COMPARED_SETTINGS if old.get(k) != settings[k]]
     if diff:
         raise EvalInputError(f"answer file {answers_file} was written with different {', '.join(diff)} "
-                             f"(see {run_file}); use another answer file / RUN_NAME, or delete both to start over")
+                             f"(see {run_file}); {fix}")
     info["settings"] = settings
     return info
 
@@ -232,9 +247,17 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
         raise EvalInputError("--batch-size must be >= 1")
     chunk = get_chunk(read_items(), args.num_chunks, args.chunk_idx)
     path = Path(args.answers_file)
-    run_file = run_file_for(path)
-    existing = read_answers(path)
+    if path.is_dir():
+        raise EvalInputError(f"--answers-file {path} is a folder; give a file path, e.g. {path / 'answers.jsonl'}")
     config, settings = run_settings(args)
+    with AnswerLock(path):
+        return run_locked(args, chunk, path, config, settings)
+
+
+def run_locked(args: argparse.Namespace, chunk: list[EvalItem], path: Path, config, settings: dict) -> dict:
+    """`run` once the answer file is locked: check the settings, resume or start afresh, generate."""
+    run_file = run_file_for(path)
+    existing = [] if args.overwrite else read_answers(path)
     info = check_settings(run_file, settings, path, resuming=bool(existing))
     done = Counter(answer_key(a["question_id"], a["prompt"]) for a in existing)
     pending = []
@@ -251,9 +274,12 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
         raise EvalInputError(f"{missing[0].where}: image file {missing[0].image_file} not found{more}; put the "
                              "benchmark images in the image folder (see playground/data/README.md)")
     summary = {"answers_file": str(path), "chunk": len(chunk), "existing": len(chunk) - len(pending), "new": 0}
+    if args.overwrite or not existing:  # a fresh file: its run record describes it from the first answer on
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        run_file.write_text(json.dumps(info, indent=2) + "\n")
     if pending:
         tok, model, image_size = load_for_args(args, config)
-        path.parent.mkdir(parents=True, exist_ok=True)
         start, started = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         bar = tqdm(total=len(chunk), initial=summary["existing"], desc=path.name, dynamic_ncols=True)
         try:
@@ -281,9 +307,10 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
 
 def cli(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> int:
     """Run a driver; bad input is reported as one clear line on stderr with exit status 2."""
+    exit_on_sigterm()
     try:
         run(args, read_items)
-    except (EvalInputError, ConfigError, FileNotFoundError, NotImplementedError) as err:
+    except (EvalInputError, ConfigError, FileNotFoundError, NotImplementedError, RunLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
