@@ -274,12 +274,13 @@ def run_locked(args: argparse.Namespace, chunk: list[EvalItem], path: Path, conf
         raise EvalInputError(f"{missing[0].where}: image file {missing[0].image_file} not found{more}; put the "
                              "benchmark images in the image folder (see playground/data/README.md)")
     summary = {"answers_file": str(path), "chunk": len(chunk), "existing": len(chunk) - len(pending), "new": 0}
+    loaded = load_for_args(args, config) if pending else None  # load errors leave the files as they were
     if args.overwrite or not existing:  # a fresh file: its run record describes it from the first answer on
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
         run_file.write_text(json.dumps(info, indent=2) + "\n")
-    if pending:
-        tok, model, image_size = load_for_args(args, config)
+    if loaded:
+        tok, model, image_size = loaded
         start, started = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         bar = tqdm(total=len(chunk), initial=summary["existing"], desc=path.name, dynamic_ncols=True)
         try:

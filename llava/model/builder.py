@@ -173,6 +173,9 @@ def load_pretrained_model(
                                 "--model-path")
     config = read_config(root)
     config._attn_implementation = attn_implementation
+    if not any((root / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
+        raise FileNotFoundError(f"model path {root} has no tokenizer files (tokenizer.model or tokenizer.json); "
+                                "copy them (with tokenizer_config.json) from the original checkpoint")
     tokenizer = AutoTokenizer.from_pretrained(str(root), use_fast=False)
     tower = resolve_vision_tower(config, root, vision_tower)
     separate_tower = not getattr(config, "unfreeze_mm_vision_tower", False)
