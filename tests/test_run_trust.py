@@ -171,3 +171,13 @@ def test_code_version_follows_commits_and_source_edits(tmp_path):
     assert dirty.startswith(clean + "+dirty:")
     (tmp_path / "llava/b.py").write_text("y = 1\n")  # a new, untracked source file
     assert code_version.__wrapped__(tmp_path) not in (clean, dirty)
+
+
+@pytest.mark.parametrize("module", ["llava.eval.model_vqa_loader", "llava.eval.model_vqa_science",
+                                    "llava.eval.model_vqa_mmbench", "llava.eval.merge_chunks", "llava.eval.record"])
+def test_help_does_not_import_torch(module):
+    code = (f"import runpy, sys\nsys.argv = ['x', '--help']\ntry:\n    runpy.run_module({module!r}, "
+            "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0 and "usage:" in proc.stdout and proc.stdout.splitlines()[-1] == "False"

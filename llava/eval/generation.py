@@ -23,20 +23,19 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from llava.conversation import build_prompt
 from llava.eval.questions import EvalInputError, EvalItem, answer_key, get_chunk
 from llava.eval.record import COMPARED_SETTINGS, run_file_for
 from llava.eval.run_guard import AnswerLock, RunLockedError, code_version, config_hash, exit_on_sigterm
-from llava.mm_utils import load_image, process_images, tokenizer_image_token
-from llava.model.visiondrop_llava import load_model_for_eval, official_flags_to_overrides
 from visiondrop.config import ConfigError, load_config
 
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+if TYPE_CHECKING:
+    import torch
+
+# torch, transformers and the model are imported where they are used, so that `--help` answers at once.
+DTYPES = ("float16", "bfloat16", "float32")
 _MODEL_CACHE: dict[tuple, tuple] = {}
 
 
@@ -80,6 +79,8 @@ def model_name_from_path(model_path: str) -> str:
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
     """'auto' -> cuda when available else cpu; dtype 'auto' -> float16 on GPU, float32 on CPU."""
+    import torch
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device.startswith("cuda") and not torch.cuda.is_available():
@@ -88,11 +89,13 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
                              "or a machine / torch build with CUDA")
     if dtype == "auto":
         return device, torch.float32 if device == "cpu" else torch.float16
-    return device, DTYPES[dtype]
+    return device, getattr(torch, dtype)
 
 
 def run_settings(args: argparse.Namespace):
     """(validated pruning config, the answer-changing settings recorded next to the answer file)."""
+    from llava.model.visiondrop_llava import official_flags_to_overrides
+
     overrides = official_flags_to_overrides(args.dominant, args.contextual, args.layer_list, args.image_token_list)
     config = load_config(args.config, overrides + list(args.set))
     _, dtype = resolve_device_dtype(args.device, args.dtype)
@@ -108,6 +111,8 @@ def run_settings(args: argparse.Namespace):
 
 def load_for_args(args: argparse.Namespace, config):
     """(tokenizer, model, image_size) with `config` installed; the loaded model is cached across calls."""
+    from llava.model.visiondrop_llava import load_model_for_eval
+
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     key = (str(args.model_path), device, dtype, args.attn_implementation, args.vision_tower)
     if key not in _MODEL_CACHE:
@@ -180,6 +185,8 @@ def check_settings(run_file: Path, settings: dict, answers_file: Path, resuming:
 
 def open_image(item: EvalItem):
     """PIL image of an item (file or base64), RGB-converted when its driver does so."""
+    from llava.mm_utils import load_image
+
     if item.image_file is not None:
         return load_image(item.image_file, convert_rgb=item.convert_rgb)
     from PIL import Image
@@ -194,6 +201,10 @@ def open_image(item: EvalItem):
 
 def generate_batch(batch: list[EvalItem], tok, model, image_size: int, args: argparse.Namespace) -> list[tuple]:
     """Greedy (or sampled) answers for a batch: [(text, per-layer visual token counts)] in batch order."""
+    import torch
+
+    from llava.mm_utils import process_images, tokenizer_image_token
+
     ids = [tokenizer_image_token(build_prompt(item.query, args.conv_mode), tok, return_tensors="pt")
            for item in batch]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -256,6 +267,9 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
 
 def run_locked(args: argparse.Namespace, chunk: list[EvalItem], path: Path, config, settings: dict) -> dict:
     """`run` once the answer file is locked: check the settings, resume or start afresh, generate."""
+    import torch
+    from tqdm import tqdm
+
     run_file = run_file_for(path)
     existing = [] if args.overwrite else read_answers(path)
     info = check_settings(run_file, settings, path, resuming=bool(existing))
