@@ -53,8 +53,9 @@ def test_sigint_stops_every_chunk_and_the_rerun_resumes(tiny_path, tmp_path):
     answers = tmp_path / f"data/gqa/answers/{SPLIT}/none_llava15"
     cmd = ["bash", str(REPO / "scripts/eval/gqa.sh"), "--max-new-tokens", "16"]
     env = script_env(tiny_path, tmp_path, CHUNKS="2")
+    # SIGINT at its default in the script even when pytest itself was started with it ignored (in the background)
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not all((answers / f"2_{k}.jsonl").is_file() and (answers / f"2_{k}.jsonl").stat().st_size
                   for k in range(2)):
