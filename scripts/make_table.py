@@ -26,6 +26,7 @@ from llava.eval.scoring.results import TABLE_COLUMNS, ResultsError, load_results
 
 REPO = Path(__file__).resolve().parents[1]
 EMPTY = "–"
+MIXED = "(*)"  # a row whose cells come from more than one code version
 IGNORED_KEYS = ("note", "source")  # config keys that do not change answers
 
 
@@ -44,6 +45,7 @@ class Row:
     cells: dict[str, float] = field(default_factory=dict)
     sources: dict[str, dict] = field(default_factory=dict)  # column -> the record the cell came from
     measured: list[float] = field(default_factory=list)
+    code_versions: set[str] = field(default_factory=set)
     label: str = ""
 
 
@@ -143,6 +145,8 @@ def collect(records: Iterable[dict[str, Any]]) -> dict[str, list[Row]]:
         row.cells[col], row.sources[col] = value, rec
         if isinstance(rec.get("visual_tokens_mean"), (int, float)):
             row.measured.append(float(rec["visual_tokens_mean"]))
+        if rec.get("code_version"):
+            row.code_versions.add(str(rec["code_version"]))
     table: dict[str, list[Row]] = {}
     for key, row in rows.items():
         table.setdefault(key[0], []).append(row)
@@ -184,7 +188,8 @@ def render(rows: list[Row]) -> str:
     lines = ["| Method | Tokens | Measured | " + " | ".join(cols) + " | Avg. |",
              "|---|---:|---:|" + "---:|" * (len(cols) + 1)]
     for row in ordered:
-        cells = [row.label, EMPTY if row.budget is None else str(row.budget), measured_cell(row.measured)]
+        mark = f" {MIXED}" if len(row.code_versions) > 1 else ""
+        cells = [row.label + mark, EMPTY if row.budget is None else str(row.budget), measured_cell(row.measured)]
         for col in cols:
             value = row.cells.get(col)
             cells.append(EMPTY if value is None else format(value, TABLE_COLUMNS[col][2]))
@@ -195,13 +200,14 @@ def render(rows: list[Row]) -> str:
 
 
 def footnote() -> str:
-    """Which metric each column shows."""
+    """Which metric each column shows, and what the marks mean."""
     parts = [f"{col} = {desc} (`{bench}.{metric}`)"
              for col, (bench, metric, _, desc) in TABLE_COLUMNS.items()]
     return ("Columns: " + "; ".join(parts) + ". SQA shows IMG-Accuracy; the overall accuracy is "
             "`metrics.accuracy` in the scienceqa result JSON. Tokens = nominal visual-token budget; Measured = "
             "measured mean visual tokens per LLM layer (a range when the benchmarks differ). Avg. = mean over the "
-            f"available columns of value / unpruned (`none`) value × 100%. {EMPTY} = no result.")
+            f"available columns of value / unpruned (`none`) value × 100%. {EMPTY} = no result; {MIXED} = the row's "
+            "results come from different code versions (`code_version` in their result JSONs).")
 
 
 def build_table(records: Iterable[dict[str, Any]], model: str | None = None) -> str:

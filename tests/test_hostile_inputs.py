@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_run_trust import SPLIT, build_gqa
-
-from llava.eval import model_vqa_loader
+from test_run_trust import SPLIT, build_gqa, loader
 
 REPO = Path(__file__).resolve().parents[1]
 VD64 = str(REPO / "configs/visiondrop/llava15_64.yaml")
@@ -28,17 +26,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def answered(tiny_path, tmp_path):
     """A folder with question data and a finished answer file (and its run record)."""
     build_gqa(tmp_path / "data", n=2)
-    assert run_loader(tiny_path, tmp_path) == 0
+    assert loader(tiny_path, tmp_path) == 0
     return tmp_path
-
-
-def run_loader(model: Path, root: Path, *extra: str, questions: Path | None = None,
-               answers: Path | None = None) -> int:
-    """The loader driver in-process on the synthetic GQA data."""
-    return model_vqa_loader.main([
-        "--model-path", str(model), "--question-file", str(questions or root / f"data/gqa/{SPLIT}.jsonl"),
-        "--image-folder", str(root / "data/gqa/data/images"), "--answers-file", str(answers or root / "a.jsonl"),
-        "--device", "cpu", "--max-new-tokens", "3", *extra])
 
 
 def no_tokenizer_model(tiny_path: Path, root: Path) -> Path:
@@ -61,24 +50,24 @@ def torn_question_file(root: Path) -> Path:
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA / a machine without GPU")
 CASES = {
     "config boolean merge=maybe": (
-        lambda m, r: run_loader(m, r, "--config", VD64, "--set", "merge=maybe"),
+        lambda m, r: loader(m, r, "--config", VD64, "--set", "merge=maybe"),
         f"error: config {VD64}: merge: expected true or false, got 'maybe'"),
     "config list with a string": (
-        lambda m, r: run_loader(m, r, "--config", VD64, "--set", "llm.layers=[8,16,x]"),
+        lambda m, r: loader(m, r, "--config", VD64, "--set", "llm.layers=[8,16,x]"),
         f"error: config {VD64}: llm.layers: expected a list of integers, got [8, 16, 'x']"),
     "answers path is a folder": (
-        lambda m, r: run_loader(m, r, answers=r / "data"),
+        lambda m, r: loader(m, r, answers=r / "data"),
         "error: --answers-file {root}/data is a folder; give a file path, e.g. {root}/data/answers.jsonl"),
     "tokenizer files missing": (
-        lambda m, r: run_loader(no_tokenizer_model(m, r), r, "--overwrite", answers=r / "b.jsonl"),
+        lambda m, r: loader(no_tokenizer_model(m, r), r, "--overwrite", answers=r / "b.jsonl"),
         "error: model path {root}/ckpt-no-tokenizer has no tokenizer files (tokenizer.model or tokenizer.json); "
         "copy them (with tokenizer_config.json) from the original checkpoint"),
     "torn question line": (
-        lambda m, r: run_loader(m, r, questions=torn_question_file(r)),
+        lambda m, r: loader(m, r, questions=torn_question_file(r)),
         "error: question file {root}/torn.jsonl line 2: not valid JSON (Unterminated string starting at column "
         "31); fix or remove the line, or re-download the question file"),
     "changed config on resume": (
-        lambda m, r: run_loader(m, r, "--config", VD64),
+        lambda m, r: loader(m, r, "--config", VD64),
         "error: answer file {root}/a.jsonl was written with different pruning (see {root}/a.jsonl.run.json); "
         "rerun with --overwrite to regenerate them, or use another answer file / RUN_NAME"),
 }
@@ -87,7 +76,7 @@ CASES = {
 @pytest.mark.parametrize("case", [*CASES, pytest.param("device cuda without CUDA", marks=CPU_ONLY)])
 def test_bad_input_is_one_line_and_changes_nothing(case, tiny_path, answered, capsys):
     if case == "device cuda without CUDA":
-        call = lambda m, r: run_loader(m, r, "--device", "cuda")  # noqa: E731
+        call = lambda m, r: loader(m, r, "--device", "cuda")  # noqa: E731
         message = (f"error: --device cuda: this torch ({torch.__version__}) has no CUDA support; use --device cpu, "
                    "or a machine / torch build with CUDA")
     else:

@@ -92,11 +92,12 @@ def test_config_option_names_the_run(tiny_path, tmp_path):
     assert both.returncode != 0 and "two configs given" in both.stderr
 
 
-def loader(tiny_path, data: Path, answers: Path, *extra) -> int:
-    """The loader driver in-process on the synthetic GQA data."""
-    return model_vqa_loader.main(["--model-path", str(tiny_path), "--question-file", str(data / f"gqa/{SPLIT}.jsonl"),
-                                  "--image-folder", str(data / "gqa/data/images"), "--answers-file", str(answers),
-                                  "--device", "cpu", "--max-new-tokens", "3", *extra])
+def loader(model: Path, root: Path, *extra: str, questions: Path | None = None, answers: Path | None = None) -> int:
+    """The loader driver in-process on the synthetic GQA data under root/data (answers: root/a.jsonl)."""
+    return model_vqa_loader.main([
+        "--model-path", str(model), "--question-file", str(questions or root / f"data/gqa/{SPLIT}.jsonl"),
+        "--image-folder", str(root / "data/gqa/data/images"), "--answers-file", str(answers or root / "a.jsonl"),
+        "--device", "cpu", "--max-new-tokens", "3", *extra])
 
 
 def test_a_second_writer_is_refused_and_a_crashed_one_leaves_no_lock(tiny_path, tmp_path, capsys):
@@ -108,13 +109,13 @@ def test_a_second_writer_is_refused_and_a_crashed_one_leaves_no_lock(tiny_path, 
         stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert loader(tiny_path, tmp_path / "data", answers) == 2
+        assert loader(tiny_path, tmp_path) == 2
         assert f"answer file {answers} is being written by another run (pid {holder.pid})" in capsys.readouterr().err
         assert not answers.exists()
     finally:
         holder.kill()  # a crash: no clean-up runs
         holder.wait()
-    assert loader(tiny_path, tmp_path / "data", answers) == 0
+    assert loader(tiny_path, tmp_path) == 0
     assert len(answers.read_text().splitlines()) == 2
 
 
@@ -122,26 +123,26 @@ def test_changed_code_or_config_is_refused_unless_overwrite(tiny_path, tmp_path,
     build_gqa(tmp_path / "data", n=2)
     answers = tmp_path / "a.jsonl"
     run_file = tmp_path / "a.jsonl.run.json"
-    assert loader(tiny_path, tmp_path / "data", answers) == 0
+    assert loader(tiny_path, tmp_path) == 0
     info = json.loads(run_file.read_text())
     assert info["settings"]["code_version"] == code_version() and len(info["settings"]["config_hash"]) == 12
     info["settings"]["code_version"] = "git:0123456789ab"  # as if the answers came from an older commit
     run_file.write_text(json.dumps(info))
     kept = answers.read_bytes(), run_file.read_bytes()
     capsys.readouterr()
-    assert loader(tiny_path, tmp_path / "data", answers) == 2
+    assert loader(tiny_path, tmp_path) == 2
     assert f"answer file {answers} was written with different code_version" in capsys.readouterr().err
     assert (answers.read_bytes(), run_file.read_bytes()) == kept
-    assert loader(tiny_path, tmp_path / "data", answers, "--config", VD64) == 2
+    assert loader(tiny_path, tmp_path, "--config", VD64) == 2
     assert "different pruning, code_version" in capsys.readouterr().err
-    assert loader(tiny_path, tmp_path / "data", answers, "--config", VD64, "--overwrite") == 0
+    assert loader(tiny_path, tmp_path, "--config", VD64, "--overwrite") == 0
     assert "2 new answers, 0 already present" in capsys.readouterr().out
     info = json.loads(run_file.read_text())
     assert info["settings"]["pruning"]["method"] == "visiondrop" and info["settings"]["code_version"] == code_version()
     assert [r["new_answers"] for r in info["runs"]] == [2]
     assert [json.loads(x)["metadata"]["visual_tokens"] for x in answers.read_text().splitlines()] == [64.0, 64.0]
     run_file.unlink()  # answers whose origin is unknown are not reused either
-    assert loader(tiny_path, tmp_path / "data", answers, "--config", VD64) == 2
+    assert loader(tiny_path, tmp_path, "--config", VD64) == 2
     assert "has answers but no run record a.jsonl.run.json" in capsys.readouterr().err
 
 

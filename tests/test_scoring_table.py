@@ -96,9 +96,12 @@ def test_ablation_is_its_own_row_named_by_what_differs(tmp_path: Path) -> None:
     _run_record(tmp_path, "visiondrop_llava15_64", "pope", 81.7, base, 64.0)
     _run_record(tmp_path, "visiondrop_llava15_64", "gqa", 58.9, base, 63.5)
     _run_record(tmp_path, "vd64_nomerge", "pope", 43.0, ablation, 64.0)
+    for bench, version in (("pope", "git:aaaa"), ("gqa", "git:bbbb")):  # the main row from two code versions
+        path = tmp_path / "visiondrop_llava15_64" / f"{bench}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "code_version": version}))
     lines = [x for x in _make_table().build_table(load_results(tmp_path)).splitlines() if x.startswith("|")]
     assert lines[2].startswith("| none | 576 | 576.0 | – |")
-    assert lines[3] == "| visiondrop | 64 | 63.5–64.0 | 58.90 | – | – | – | 81.70 | – | – | – | – | 95.0% |"
+    assert lines[3] == "| visiondrop (*) | 64 | 63.5–64.0 | 58.90 | – | – | – | 81.70 | – | – | – | – | 95.0% |"
     assert lines[4] == "| visiondrop (merge=false) | 64 | 64.0 | – | – | – | – | 43.00 | – | – | – | – | 50.0% |"
     assert len(lines) == 5
 
