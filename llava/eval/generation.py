@@ -322,9 +322,9 @@ def run_locked(args: argparse.Namespace, chunk: list[EvalItem], path: Path, conf
 
 def cli(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> int:
     """Run a driver; bad input is reported as one clear line on stderr with exit status 2."""
-    exit_on_sigterm()
     try:
-        run(args, read_items)
+        with exit_on_sigterm():
+            run(args, read_items)
     except (EvalInputError, ConfigError, FileNotFoundError, NotImplementedError, RunLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,12 +8,14 @@ the file locked.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -110,9 +112,15 @@ class AnswerLock:
             self._fd = None
 
 
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit so `finally` blocks (run record, lock) run when a script stops its children."""
+@contextlib.contextmanager
+def exit_on_sigterm() -> Iterator[None]:
+    """Within the block SIGTERM raises SystemExit, so that `finally` blocks (run record, lock) run when a script
+    stops its children; the previous handler is restored afterwards."""
     def _stop(signum, frame):
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
