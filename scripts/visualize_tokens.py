@@ -225,31 +225,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every config")
     parser.add_argument("--model-path", default=None, help="LLaVA checkpoint (default: the tiny random model)")
     parser.add_argument("--question", default="Describe the image.")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--device", default="auto", help="cuda or cpu (default auto: cuda when available)")
     parser.add_argument("--cell", type=int, default=14, help="pixels per patch cell")
     parser.add_argument("--format", nargs="+", default=["png", "pdf"], choices=("png", "pdf"))
     parser.add_argument("--out", default="kept_tokens", help="output path without extension (.png / .pdf added)")
     args = parser.parse_args(argv)
-    import torch
-
     from llava.conversation import build_prompt
+    from llava.eval.generation import resolve_device_dtype
     from llava.mm_utils import load_image, process_images, tokenizer_image_token
     from llava.model.tiny import tiny_llava_path
     from llava.model.token_trace import trace_stages
     from llava.model.visiondrop_llava import load_model_for_eval
-    from visiondrop.config import ConfigError, load_config
+    from visiondrop.config import load_config
 
     configs = args.config or ["configs/visiondrop/llava15_64.yaml"]
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
     try:
+        device, dtype = resolve_device_dtype(args.device, "auto")
         image = load_image(args.image)
         loaded = [load_config(c, tracing_overrides(c, args.set)) for c in configs]
-    except (OSError, ValueError, ConfigError) as err:
+        tok, model, vision_cfg, _ = load_model_for_eval(args.model_path or str(tiny_llava_path()), loaded[0],
+                                                        device=device, dtype=dtype)
+    except (OSError, ValueError, NotImplementedError) as err:  # ConfigError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
-    tok, model, vision_cfg, _ = load_model_for_eval(args.model_path or str(tiny_llava_path()), loaded[0],
-                                                    device=device, dtype=dtype)
     side = vision_cfg.image_size // vision_cfg.patch_size
     pixels = process_images([image], model.config.image_aspect_ratio, vision_cfg.image_size,
                             getattr(model.config, "image_grid_pinpoints", None))
