@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from make_table import build_table  # noqa: E402
 
 BANNER = "PIPELINE DEMO on a tiny random model — not a result"
+MARKER = ".visiondrop-demo"  # marks a folder the demo made; only its data/ and results/ are ever removed
 CONFIGS = ("configs/none/llava15.yaml", "configs/visiondrop/llava15_64.yaml")
 SUFFIX = "\nAnswer the question using a single word or phrase."
 BUILTIN_GQA = [("201307251", "n161313.jpg", "Is it overcast?"),
@@ -135,22 +136,38 @@ def run_config(config: str, model: Path, data: Path, results: Path, gen_args: li
               f"{extra['visual_tokens_mean']:.1f} (avg over layers)")
 
 
+def prepare_out(out: Path) -> None:
+    """Make the work folder; a folder of an earlier demo run loses only its data/ and results/, any other
+    non-empty folder is refused (the demo never deletes what it did not create)."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} is a file; give a folder for the demo")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise SystemExit(f"error: --out {out} exists, is not empty and was not made by the demo; give a new or "
+                             "empty folder (nothing was changed)")
+        for part in ("data", "results"):
+            shutil.rmtree(out / part, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by scripts/demo.py; it removes data/ and results/ here when it runs again\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build data, run both configs, print the table."""
     ap = argparse.ArgumentParser(description=BANNER)
-    ap.add_argument("--out", default=str(REPO / "playground" / "demo"), help="work folder (recreated)")
+    ap.add_argument("--out", default=str(REPO / "playground" / "demo"),
+                    help="work folder: new, empty, or one of an earlier demo run (its data/ and results/ are redone)")
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data" / "llava_eval"),
                     help="folder with the real LLaVA question files")
     ap.add_argument("--questions", type=int, default=6, help="questions per benchmark")
     ap.add_argument("--max-new-tokens", type=int, default=16, help="random weights never stop early: keep it small")
     ap.add_argument("--batch-size", type=int, default=6)
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    prepare_out(out)
     import torch
 
     torch.set_num_threads(1)  # the tiny model gains nothing from threads; spinning threads slow busy machines
     start = time.perf_counter()
-    out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
     data, results = out / "data" / "eval", out / "results"
     print(f"== {BANNER} ==")
     model = tiny_llava_path()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -207,24 +206,6 @@ def test_mixed_batch_takes_the_per_sample_path(vd64):
     for i, l1 in enumerate(single):
         assert_close(logits[i, : l1.shape[1]], l1[0], atol=1e-4, rtol=0)
     assert model.last_stats.visual_per_layer[:, 0].tolist() == model.last_stats.visual_per_layer[:, 1].tolist()
-
-
-def test_visualize_tokens_draws_every_stage(tiny_path, tmp_path, capsys):
-    import importlib.util
-
-    from PIL import Image
-
-    script = CONFIGS.parents[1] / "scripts" / "visualize_tokens.py"
-    spec = importlib.util.spec_from_file_location("visualize_tokens", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    Image.new("RGB", (300, 200), (20, 160, 40)).save(tmp_path / "green.png")
-    module.main(["--image", str(tmp_path / "green.png"), "--model-path", str(tiny_path), "--device", "cpu",
-                 "--config", str(CONFIGS / "llava15_64.yaml"), "--out", str(tmp_path / "kept.png")])
-    assert Image.open(tmp_path / "kept.png").size == (4 * 224, 224 + 18)
-    drawn = json.loads(capsys.readouterr().out.split("per stage ")[1])
-    # 96 / 70 / 52 / 38 visual tokens; a surviving CLS token (origin -1) has no patch to draw
-    assert all(n - 1 <= k <= n for k, n in zip(drawn, [96, 70, 52, 38], strict=True))
 
 
 def test_clean_options_change_only_what_they_name(load_tiny, vd64, gqa_questions):

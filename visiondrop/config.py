@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -78,8 +79,48 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+BASE_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+              str: ("a string", "strings"), type(None): ("null", "nulls")}
+
+
+def matches(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a field's type hint (bool is not an int; an int is a float)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(matches(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(matches(v, args[0]) for v in value) if args else isinstance(value, list)
+    if hint is bool or hint is str or hint is type(None):
+        return isinstance(value, hint)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return True  # Any and other hints are checked by the options' own validation
+
+
+def describe(hint: Any, plural: bool = False) -> str:
+    """A type hint in words: 'an integer or null', 'a list of lists of integers'."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a, plural) for a in args)
+    if origin is list:
+        return ("lists" if plural else "a list") + (f" of {describe(args[0], True)}" if args else "")
+    names = BASE_NAMES.get(hint)
+    return (names[1] if plural else names[0]) if names else str(hint)
+
+
+def check_type(value: Any, hint: Any, key: str) -> None:
+    """ConfigError naming the key, what it needs and the value it got, when the value does not fit the hint."""
+    if not matches(value, hint):
+        raise ConfigError(f"{key}: expected {describe(hint)}, got {value!r}")
+
+
 def build_options(cls: type, data: dict | None, where: str = "") -> Any:
-    """Instantiate a (nested) options dataclass from a dict, rejecting unknown keys by their dotted name."""
+    """Instantiate a (nested) options dataclass from a dict, rejecting unknown keys by their dotted name and
+    values whose type does not fit the field."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where.rstrip('.') or 'options'}: expected a section of keys, got {data!r}")
     data = dict(data or {})
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -92,6 +133,7 @@ def build_options(cls: type, data: dict | None, where: str = "") -> Any:
         if dataclasses.is_dataclass(hint):
             kwargs[name] = build_options(hint, value, f"{where}{name}.")
         else:
+            check_type(value, hint, where + name)
             kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -101,6 +143,16 @@ def build_options(cls: type, data: dict | None, where: str = "") -> Any:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> PruningConfig:
     """Read a YAML config (or a raw dict), apply overrides, validate options and the budget."""
+    try:
+        return _load_config(path, overrides, raw)
+    except ConfigError as err:
+        if path is None or str(path) in str(err):
+            raise
+        raise ConfigError(f"config {path}: {err}") from err
+
+
+def _load_config(path: str | Path | None, overrides: list[str], raw: dict | None) -> PruningConfig:
+    """load_config without the file name in its errors."""
     from visiondrop.methods import get_method_class
 
     if raw is None:
@@ -115,6 +167,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: 
                 raise ConfigError(f"config file {p}: expected a mapping at the top level")
     raw = apply_overrides(raw, list(overrides))
     header = {k: raw.pop(k) for k in HEADER_KEYS if k in raw}
+    hints = get_type_hints(PruningConfig)
+    for key, value in header.items():
+        check_type(value, hints[key], key)
     cfg = PruningConfig(**header, source=str(path or ""))
     if cfg.model not in MODEL_GEOMETRY:
         raise ConfigError(f"model: {cfg.model!r} is not one of {', '.join(MODEL_GEOMETRY)}")

@@ -40,6 +40,22 @@ def _stride_split(n_rest: int, n_targets: int, device: torch.device) -> tuple[to
     return targets.to(device), complement(n_rest, targets).to(device)
 
 
+def _remaining(x: torch.Tensor, positions: torch.Tensor, rest: torch.Tensor | None) -> torch.Tensor:
+    """Rows `positions` of the remaining list: of x itself, or of x's rows `rest`."""
+    return x[..., positions, :] if rest is None else take_rows(x, rest[..., positions])
+
+
+def merge_assignment(metric: torch.Tensor, n_targets: int,
+                     rest: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Contextual merging's groups: (target positions [c] and candidate positions [R-c] in the remaining list,
+    and the target each candidate joins [..., R-c], an index into the targets). Arguments as `contextual_merge`."""
+    n_rest = metric.shape[-2] if rest is None else rest.shape[-1]
+    targets, candidates = _stride_split(n_rest, n_targets, metric.device)
+    unit = F.normalize(metric, dim=-1)
+    assign = (_remaining(unit, candidates, rest) @ _remaining(unit, targets, rest).transpose(-1, -2)).argmax(dim=-1)
+    return targets, candidates, assign
+
+
 def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int, fusion: str = "target_plus_mean",
                      rest: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge the remaining tokens [..., R, D] into `n_targets` contextual tokens.
@@ -55,17 +71,11 @@ def contextual_merge(tokens: torch.Tensor, metric: torch.Tensor, n_targets: int,
     n_rest = tokens.shape[-2] if rest is None else rest.shape[-1]
     if n_targets <= 0 or n_rest == 0:
         return tokens[..., :0, :], torch.zeros(0, dtype=torch.long, device=tokens.device)
-    targets, candidates = _stride_split(n_rest, n_targets, tokens.device)
-
-    def remaining(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return x[..., positions, :] if rest is None else take_rows(x, rest[..., positions])
-
-    unit = F.normalize(metric, dim=-1)
-    assign = (remaining(unit, candidates) @ remaining(unit, targets).transpose(-1, -2)).argmax(dim=-1)
+    targets, candidates, assign = merge_assignment(metric, n_targets, rest)
     one_hot = (assign[..., None] == torch.arange(len(targets), device=assign.device)).to(tokens.dtype)  # [.., R-c, c]
-    sums = one_hot.transpose(-1, -2) @ remaining(tokens, candidates)
+    sums = one_hot.transpose(-1, -2) @ _remaining(tokens, candidates, rest)
     sizes = one_hot.sum(dim=-2)[..., None]
-    target_tokens = remaining(tokens, targets)
+    target_tokens = _remaining(tokens, targets, rest)
     if fusion == "size_weighted":
         return (target_tokens + sums) / (1 + sizes), targets
     return target_tokens + sums / sizes.clamp(min=1), targets

@@ -5,7 +5,8 @@ is the question-file text the answer line records. Keys are counted as a multise
 repeated (id, prompt) pairs resumes by occurrence. Answers are appended and flushed after every batch, in
 question-file order; a crash loses at most the batch in flight (a torn last line is dropped on restart).
 Next to each answer file `<answers>.run.json` records the settings that change answers (model, pruning
-config, prompt template, generation settings, dtype); resuming with other settings is an error.
+config, prompt template, generation settings, dtype, code version); resuming with other settings is an error,
+`--overwrite` starts the file afresh. While a driver writes, the answer file is locked (`llava.eval.run_guard`).
 """
 
 from __future__ import annotations
@@ -22,21 +23,20 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from llava.conversation import build_prompt
 from llava.eval.questions import EvalInputError, EvalItem, answer_key, chunk_items
 from llava.eval.record import COMPARED_SETTINGS, run_file_for
+from llava.eval.run_guard import AnswerLock, RunLockedError, code_version, config_hash, exit_on_sigterm
 from llava.eval.scoring.common import overwritten_input
-from llava.mm_utils import get_model_name_from_path, load_image, process_images, tokenizer_image_token
-from llava.model.checkpoint import CheckpointError
-from llava.model.visiondrop_llava import load_model_for_eval, official_flags_to_overrides
 from visiondrop.config import ConfigError, PruningConfig, load_config
 
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+if TYPE_CHECKING:
+    import torch
+
+# torch, transformers and the model are imported where they are used, so that `--help` answers at once.
+DTYPES = ("float16", "bfloat16", "float32")
 _MODEL_CACHE: dict[tuple, tuple] = {}
 
 
@@ -69,6 +69,7 @@ def add_common_args(ap: argparse.ArgumentParser, max_new_tokens: int, conv_mode:
                         "floating-point summation order)")
     g = ap.add_argument_group("run")
     g.add_argument("--answers-file", required=True, help="answer JSONL (appended to; resumable)")
+    g.add_argument("--overwrite", action="store_true", help="discard the answers already in --answers-file")
     g.add_argument("--batch-size", type=int, default=1)
     g.add_argument("--num-chunks", type=int, default=1)
     g.add_argument("--chunk-idx", type=int, default=0)
@@ -76,16 +77,24 @@ def add_common_args(ap: argparse.ArgumentParser, max_new_tokens: int, conv_mode:
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
     """'auto' -> cuda when available else cpu; dtype 'auto' -> float16 on GPU, float32 on CPU."""
+    import torch
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        build = "has no CUDA support" if torch.version.cuda is None else "sees no GPU"
+        raise EvalInputError(f"--device {device}: this torch ({torch.__version__}) {build}; use --device cpu, "
+                             "or a machine / torch build with CUDA")
     if dtype == "auto":
         return device, torch.float32 if device == "cpu" else torch.float16
-    return device, DTYPES[dtype]
+    return device, getattr(torch, dtype)
 
 
 def pruning_config(args: argparse.Namespace) -> PruningConfig:
     """The run's pruning config: --config (default unpruned) with --set and the released VisionDrop flags
     applied; those flags alone select VisionDrop (its defaults for the flags left out)."""
+    from llava.model.visiondrop_llava import official_flags_to_overrides
+
     config_file, extra = getattr(args, "config", None), list(getattr(args, "set", None) or [])
     flags = official_flags_to_overrides(*(getattr(args, k, None)
                                           for k in ("dominant", "contextual", "layer_list", "image_token_list")))
@@ -99,6 +108,8 @@ def pruning_config(args: argparse.Namespace) -> PruningConfig:
 
 def run_settings(args: argparse.Namespace):
     """(validated pruning config, the answer-changing settings recorded next to the answer file)."""
+    from llava.mm_utils import get_model_name_from_path
+
     config = pruning_config(args)
     _, dtype = resolve_device_dtype(args.device, args.dtype)
     pruning = config.to_dict()
@@ -106,12 +117,15 @@ def run_settings(args: argparse.Namespace):
     settings = {"model_id": get_model_name_from_path(args.model_path), "model_path": str(args.model_path),
                 "config_file": config.source, "pruning": pruning, "conv_mode": args.conv_mode,
                 "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                "dtype": str(dtype).replace("torch.", ""), "cuda_graph_decode": args.cuda_graph_decode}
+                "dtype": str(dtype).replace("torch.", ""), "cuda_graph_decode": args.cuda_graph_decode,
+                "config_hash": config_hash(pruning), "code_version": code_version()}
     return config, settings
 
 
 def load_for_args(args: argparse.Namespace, config):
     """(tokenizer, model, image processor) with `config` installed; the loaded model is cached across calls."""
+    from llava.model.visiondrop_llava import load_model_for_eval
+
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     key = (str(args.model_path), args.model_base, device, dtype, args.attn_implementation, args.vision_tower)
     if key not in _MODEL_CACHE:
@@ -163,20 +177,29 @@ def read_answers(path: Path) -> list[dict]:
 
 def check_settings(run_file: Path, settings: dict, answers_file: Path, resuming: bool) -> dict:
     """Load the sidecar and refuse to resume an answer file written with other answer-changing settings."""
-    info = {"settings": settings, "runs": []}
-    if resuming and run_file.is_file():
-        info = json.loads(run_file.read_text())
-    old = info.get("settings", {})
-    diff = [k for k in COMPARED_SETTINGS if k in old and old[k] != settings[k]]
+    fix = "rerun with --overwrite to regenerate them, or use another answer file / RUN_NAME"
+    if not resuming:
+        return {"settings": settings, "runs": []}
+    if not run_file.is_file():
+        raise EvalInputError(f"answer file {answers_file} has answers but no run record {run_file.name}, so what "
+                             f"produced them is unknown; {fix}")
+    try:
+        info = json.loads(run_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EvalInputError(f"run record {run_file}: not valid JSON ({err}); {fix}") from err
+    old = info.get("settings", {}) if isinstance(info, dict) else {}
+    diff = [k for k in COMPARED_SETTINGS if old.get(k) != settings[k]]
     if diff:
         raise EvalInputError(f"answer file {answers_file} was written with different {', '.join(diff)} "
-                             f"(see {run_file}); use another answer file / RUN_NAME, or delete both to start over")
+                             f"(see {run_file}); {fix}")
     info["settings"] = settings
     return info
 
 
 def open_image(item: EvalItem):
     """PIL image of an item (file or base64), RGB-converted when its driver does so."""
+    from llava.mm_utils import load_image
+
     if item.image_file is not None:
         return load_image(item.image_file, convert_rgb=item.convert_rgb)
     from PIL import Image
@@ -191,6 +214,10 @@ def open_image(item: EvalItem):
 
 def generate_batch(batch: list[EvalItem], tok, model, image_processor, args: argparse.Namespace) -> list[tuple]:
     """Greedy (or sampled) answers for a batch: [(text, per-layer visual token counts)] in batch order."""
+    import torch
+
+    from llava.mm_utils import process_images, tokenizer_image_token
+
     ids = [tokenizer_image_token(build_prompt(item.query, args.conv_mode), tok, return_tensors="pt")
            for item in batch]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -242,13 +269,24 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
     if args.batch_size < 1:
         raise EvalInputError("--batch-size must be >= 1")
     path = Path(args.answers_file)
+    if path.is_dir():
+        raise EvalInputError(f"--answers-file {path} is a folder; give a file path, e.g. {path / 'answers.jsonl'}")
     clash = overwritten_input({"--answers-file": path}, {"--question-file": getattr(args, "question_file", None)})
     if clash:
         raise EvalInputError(clash)
     chunk = chunk_items(read_items(), args.num_chunks, args.chunk_idx)
-    run_file = run_file_for(path)
-    existing = read_answers(path)
     config, settings = run_settings(args)
+    with AnswerLock(path):
+        return run_locked(args, chunk, path, config, settings)
+
+
+def run_locked(args: argparse.Namespace, chunk: list[EvalItem], path: Path, config, settings: dict) -> dict:
+    """`run` once the answer file is locked: check the settings, resume or start afresh, generate."""
+    import torch
+    from tqdm import tqdm
+
+    run_file = run_file_for(path)
+    existing = [] if args.overwrite else read_answers(path)
     info = check_settings(run_file, settings, path, resuming=bool(existing))
     done = Counter(answer_key(a["question_id"], a["prompt"]) for a in existing)
     pending = []
@@ -265,12 +303,13 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
         raise EvalInputError(f"{missing[0].where}: image file {missing[0].image_file} not found{more}; put the "
                              "benchmark images in the image folder (see playground/data/README.md)")
     summary = {"answers_file": str(path), "chunk": len(chunk), "existing": len(chunk) - len(pending), "new": 0}
-    if not pending:  # an empty chunk still leaves its answer file for the merge, as LLaVA's drivers do
+    loaded = load_for_args(args, config) if pending else None  # load errors leave the files as they were
+    if args.overwrite or not existing:  # a fresh file (also an empty chunk's, for the merge, as LLaVA's drivers)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-    if pending:
-        tok, model, image_processor = load_for_args(args, config)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        run_file.write_text(json.dumps(info, indent=2) + "\n")
+    if loaded:
+        tok, model, image_processor = loaded
         start, started = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         bar = tqdm(total=len(chunk), initial=summary["existing"], desc=path.name, dynamic_ncols=True)
         try:
@@ -298,9 +337,13 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
 
 def cli(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> int:
     """Run a driver; bad input is reported as one clear line on stderr with exit status 2."""
+    from llava.model.checkpoint import CheckpointError
+
     try:
-        run(args, read_items)
-    except (EvalInputError, ConfigError, CheckpointError, FileNotFoundError, NotImplementedError) as err:
+        with exit_on_sigterm():
+            run(args, read_items)
+    except (EvalInputError, ConfigError, CheckpointError, FileNotFoundError, NotImplementedError,
+            RunLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -94,7 +94,8 @@ def read_loader_questions(question_file: str | Path, image_folder: str | Path = 
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise EvalInputError(f"{where}: not valid JSON ({err.msg} at column {err.colno}); fix or "
+                reason = err.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column 5"
+                raise EvalInputError(f"{where}: not valid JSON ({reason} at column {err.colno}); fix or "
                                      "remove the line, or re-download the question file") from err
             if not isinstance(row, dict):
                 raise EvalInputError(f"{where}: expected a JSON object, got {type(row).__name__}")

@@ -17,7 +17,8 @@ from llava.eval.scoring.common import refuse_overwrite
 from llava.eval.scoring.results import write_result
 
 # Settings that change the answers: an answer file may only be resumed / merged when they agree.
-COMPARED_SETTINGS = ("model_id", "pruning", "conv_mode", "max_new_tokens", "temperature", "top_p", "dtype")
+COMPARED_SETTINGS = ("model_id", "pruning", "conv_mode", "max_new_tokens", "temperature", "top_p", "dtype",
+                     "code_version")
 
 
 def run_file_for(answers_file: str | Path) -> Path:
@@ -67,7 +68,8 @@ def build_extra(answers_file: str | Path, run: str | None = None, wall_time: flo
     extra = {
         "run": run, "model": settings.get("model_id"), "model_path": settings.get("model_path"),
         "method": pruning.get("method"), "budget": pruning.get("budget"), "config_file": settings.get("config_file"),
-        "config": pruning, "answers_file": str(answers_file), "answers": len(answers),
+        "config": pruning, "config_hash": settings.get("config_hash"), "code_version": settings.get("code_version"),
+        "answers_file": str(answers_file), "answers": len(answers),
         **visual_token_summary(answers),
         "generation": {k: settings.get(k) for k in ("conv_mode", "max_new_tokens", "temperature", "top_p", "dtype")},
         "generation_seconds": round(sum(r.get("seconds", 0.0) for r in runs), 3), "generation_runs": runs,

@@ -1,10 +1,10 @@
 # Shared functions of the benchmark scripts (source it; do not run it).
 #
-# Usage of every script:  bash scripts/eval/<bench>.sh [CONFIG.yaml] [driver options...]
+# Usage of every script:  bash scripts/eval/<bench>.sh [CONFIG.yaml | --config CONFIG.yaml] [driver options...]
 #   CONFIG          pruning config (default configs/none/llava15.yaml = unpruned); the run name is
 #                   <config folder>_<config name>, e.g. visiondrop_llava15_64 (override: RUN_NAME)
 #   driver options  passed to the answer generator, e.g. --set llm.merge=false, --dominant 42 ...,
-#                   --batch-size 4, --max-new-tokens 16
+#                   --batch-size 4, --max-new-tokens 16, --overwrite (discard this run's answers, start afresh)
 # Environment:
 #   MODEL_PATH      local LLaVA checkpoint folder (default checkpoints/llava-v1.5-7b)
 #   DATA_ROOT       benchmark data (default playground/data/eval; layout in playground/data/README.md)
@@ -14,7 +14,9 @@
 #   CHUNKS          on CPU only: number of parallel generation processes (default 1)
 #   PYTHON          interpreter (default .venv/bin/python of the repo when present, else python3)
 # Relative paths given by the user are taken from the current folder; defaults from the repository root.
-# Rerunning a script resumes: answers already written are reused, only missing ones are generated.
+# Rerunning a script resumes: answers already written are reused, only missing ones are generated; a rerun whose
+# model, config, generation settings or code version differ is refused unless --overwrite is given.
+# Ctrl-C / SIGTERM stops every generation process the script started and prints the command that resumes.
 
 set -euo pipefail
 
@@ -27,8 +29,23 @@ die() { echo "error: $*" >&2; exit 1; }
 # checkpoint, config or question file), which rerunning does not fix; anything else may have been cut short.
 generation_failed() {
     [[ $1 -ne 2 ]] || die "answer generation refused its input (see above); fix that, then rerun"
-    die "answer generation failed (see above); fix the cause and rerun the same command to resume"
+    die "answer generation failed (see above); fix the cause and rerun to resume: ${RESUME_CMD:-the same command}"
 }
+
+CHILD_PIDS=()
+# on_signal NAME CODE: stop the generation processes this script started, say how to resume, exit CODE.
+on_signal() {
+    trap - INT TERM
+    if [[ ${#CHILD_PIDS[@]} -gt 0 ]]; then
+        kill -TERM "${CHILD_PIDS[@]}" 2>/dev/null || true
+        wait "${CHILD_PIDS[@]}" 2>/dev/null || true
+    fi
+    echo "interrupted ($1): stopped the answer generators; the answers written so far are kept." >&2
+    echo "  resume with the same environment and: ${RESUME_CMD:-the same command}" >&2
+    exit "$2"
+}
+trap 'on_signal SIGINT 130' INT
+trap 'on_signal SIGTERM 143' TERM
 
 # abs_path PATH BASE: PATH made absolute against BASE (unchanged when already absolute).
 abs_path() { case "$1" in /*) echo "$1" ;; *) echo "$2/$1" ;; esac; }
@@ -47,10 +64,22 @@ require_path() {
 # eval_setup "$@": read the config argument and the environment; sets CONFIG RUN CKPT GEN_ARGS PY DEVICE
 # CHUNKS GPU_LIST MODEL_PATH DATA_ROOT RESULTS_DIR.
 eval_setup() {
-    local caller=$PWD k
+    local caller=$PWD k given="" arg resume=()
     CONFIG=configs/none/llava15.yaml
-    if [[ $# -gt 0 && "$1" != -* ]]; then CONFIG=$1; shift; fi
-    GEN_ARGS=("$@")
+    if [[ $# -gt 0 && "$1" != -* ]]; then CONFIG=$1; given=$1; shift; fi
+    GEN_ARGS=()
+    while [[ $# -gt 0 ]]; do  # --config is the config argument too (it decides the run name)
+        case "$1" in
+            --config|--config=*)
+                if [[ "$1" == --config ]]; then arg=${2:-}; shift $(($# > 1 ? 2 : 1)); else arg=${1#--config=}; shift; fi
+                [[ -n "$arg" ]] || die "--config needs a file, e.g. --config configs/visiondrop/llava15_64.yaml"
+                [[ -z "$given" || "$given" == "$arg" ]] || die "two configs given ($given and $arg); give one"
+                CONFIG=$arg; given=$arg ;;
+            *) GEN_ARGS+=("$1"); shift ;;
+        esac
+    done
+    for arg in "$0" ${given:+"$given"} "${GEN_ARGS[@]}"; do [[ "$arg" == --overwrite ]] || resume+=("$arg"); done
+    RESUME_CMD="bash$(printf ' %q' "${resume[@]}")"
     if [[ -f "$(abs_path "$CONFIG" "$caller")" ]]; then
         CONFIG=$(abs_path "$CONFIG" "$caller")
     else
@@ -97,14 +126,19 @@ generate() {
     shift 4
     local common=(--question-file "$questions" --model-path "$MODEL_PATH" --config "$CONFIG"
                   --conv-mode vicuna_v1 --temperature 0 --device "$DEVICE")
+    local k fail=0
     if [[ -z "$chunk_dir" && $CHUNKS -eq 1 ]]; then
         mkdir -p "$(dirname "$final")"
-        "$PY" -m "$module" "${common[@]}" "$@" --answers-file "$final" "${GEN_ARGS[@]}" || generation_failed $?
+        # in the background, so that a signal reaches the trap at once (the trap stops it)
+        "$PY" -m "$module" "${common[@]}" "$@" --answers-file "$final" "${GEN_ARGS[@]}" &
+        CHILD_PIDS=($!)
+        wait "${CHILD_PIDS[0]}" || fail=$?
+        CHILD_PIDS=()
+        [[ $fail -eq 0 ]] || generation_failed "$fail"
         return 0
     fi
     [[ -n "$chunk_dir" ]] || chunk_dir=${final%.jsonl}
     mkdir -p "$chunk_dir"
-    local pids=() k fail=0
     for ((k = 0; k < CHUNKS; k++)); do
         local gpu=${GPU_LIST[$k]}
         if [[ -n "$gpu" ]]; then
@@ -114,11 +148,12 @@ generate() {
             "$PY" -m "$module" "${common[@]}" "$@" --answers-file "$chunk_dir/${CHUNKS}_$k.jsonl" \
                 --num-chunks "$CHUNKS" --chunk-idx "$k" "${GEN_ARGS[@]}" &
         fi
-        pids+=($!)
+        CHILD_PIDS+=($!)
     done
-    for pid in "${pids[@]}"; do  # a chunk cut short (status other than 2) outranks one that refused its input
+    for pid in "${CHILD_PIDS[@]}"; do  # a chunk cut short (status other than 2) outranks one that refused its input
         wait "$pid" || { local status=$?; [[ $fail -ne 0 && $fail -ne 2 ]] || fail=$status; }
     done
+    CHILD_PIDS=()
     [[ $fail -eq 0 ]] || generation_failed "$fail"
     "$PY" -m llava.eval.merge_chunks --chunk-dir "$chunk_dir" --num-chunks "$CHUNKS" --question-file "$questions" \
         --output "$final" || die "merging the chunk answer files failed (see above)"

@@ -11,6 +11,6 @@ require_path "$GQA/data/testdev_balanced_questions.json" "the official GQA testd
 ANSWERS=$GQA/answers/$SPLIT/$CKPT
 generate llava.eval.model_vqa_loader "$ANSWERS/merge.jsonl" "$ANSWERS" "$GQA/$SPLIT.jsonl" --image-folder "$GQA/data/images"
 "$PY" -m llava.eval.scoring.gqa --answers "$ANSWERS/merge.jsonl" \
-    --predictions-out "$GQA/data/testdev_balanced_predictions.json" \
+    --predictions-out "$ANSWERS/testdev_balanced_predictions.json" \
     --questions "$GQA/data/testdev_balanced_questions.json" \
     --output-json "$(result_file gqa)" --extra "$(record_extra "$ANSWERS/merge.jsonl")"

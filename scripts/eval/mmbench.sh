@@ -16,9 +16,12 @@ UPLOAD=$MMB/answers_upload/$SPLIT/$CKPT.xlsx
 RESULT=$(result_file "$BENCH")
 generate llava.eval.model_vqa_mmbench "$ANSWERS" "" "$MMB/$SPLIT.tsv" --lang "${MMB_LANG:-en}" --single-pred-prompt
 mkdir -p "$(dirname "$UPLOAD")"
-rm -f "$RESULT"
+SCORED=$RESULT.new  # the scorer writes a result only for a split with answers; an older result stays until then
+rm -f "$SCORED"
 "$PY" -m llava.eval.scoring.mmbench --answers "$ANSWERS" --annotation-file "$MMB/$SPLIT.tsv" --benchmark "$BENCH" \
-    --upload-file "$UPLOAD" --output-json "$RESULT" --extra "$(record_extra "$ANSWERS")"
-if [[ ! -f "$RESULT" ]]; then  # test split: no answers in the TSV, scored on the server
+    --upload-file "$UPLOAD" --output-json "$SCORED" --extra "$(record_extra "$ANSWERS")"
+if [[ -f "$SCORED" ]]; then
+    mv "$SCORED" "$RESULT"
+else  # test split: no answers in the TSV, scored on the server
     record_pending "$BENCH" "$ANSWERS" "$UPLOAD"
 fi

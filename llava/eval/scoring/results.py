@@ -55,15 +55,26 @@ def write_result(path: str | Path, benchmark: str, metrics: dict[str, Any], main
     return record
 
 
+class ResultsError(ValueError):
+    """A result folder that cannot be read as it is (the message names the file)."""
+
+
 def load_results(directory: str | Path) -> list[dict[str, Any]]:
-    """Load every result record (JSON object with `benchmark` and `metrics`) under a folder, recursively."""
+    """Load every result record (JSON object with `benchmark` and `metrics`) under a folder, recursively; a JSON
+    file that cannot be parsed is a ResultsError naming it (other JSON files, e.g. upload files, are skipped)."""
     records = []
     for path in sorted(Path(directory).rglob("*.json")):
+        if path.name.endswith(".run.json"):
+            continue
         try:
             with open(path, encoding="utf-8") as f:
                 obj = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
+        except json.JSONDecodeError as err:
+            raise ResultsError(f"result file {path}: not valid JSON (line {err.lineno} column {err.colno}: "
+                               f"{err.msg}); fix it or move it out of the folder") from err
+        except UnicodeDecodeError as err:
+            raise ResultsError(f"result file {path}: not UTF-8 text ({err.reason}); fix it or move it out of "
+                               "the folder") from err
         if isinstance(obj, dict) and "benchmark" in obj and isinstance(obj.get("metrics"), dict):
             obj["_path"] = str(path)
             records.append(obj)
