@@ -152,14 +152,6 @@ def generate_multi_round(first: Sequence[Query], gen_kwargs: Sequence[dict], nex
     return answers
 
 
-def device_for_process(device: str, local_rank: int, world_size: int) -> str:
-    """The device of one data-parallel process: its host-local GPU (`cuda:<local rank>`) when several processes
-    run and `device` is auto or cuda (CPU when no GPU is present), else `device` itself."""
-    if world_size > 1 and device in ("auto", "cuda"):
-        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def prompt_with_answer(query: str, answer: str, conv_mode: str) -> str:
     """The conversation prompt with the assistant turn filled in (closing separator included)."""
     conv = conv_templates[conv_mode].copy()

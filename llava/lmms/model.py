@@ -10,10 +10,7 @@ its share of the documents (rank, world size from accelerate)."""
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 from importlib.metadata import version
-from pathlib import Path
 
 from accelerate import Accelerator
 from lmms_eval.api.instance import GenerationResult, Instance
@@ -21,35 +18,13 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from llava.eval.generation import add_common_args, load_for_args, run_settings
-from llava.lmms.engine import Query, device_for_process, generate, generate_multi_round, loglikelihood, make_query
+from llava.eval.generation import load_for_args, run_settings
+from llava.lmms.engine import Query, generate, generate_multi_round, loglikelihood, make_query
+from llava.lmms.options import device_for_process, engine_args, process_position, run_label
 from llava.lmms.record import VisualTokenRecord, record_path
 from visiondrop.config import ConfigError
 
 DEFAULT_RECORD = "results/lmms/{model}/{config}.rank{rank}.json"
-
-
-def engine_args(pretrained: str, config: str | None, overrides: str | None, device: str, dtype: str,
-                attn_implementation: str, vision_tower: str | None, conv_template: str,
-                cuda_graph: bool) -> argparse.Namespace:
-    """The LLaVA drivers' options for these model arguments (parsed by the drivers' own parser)."""
-    argv = ["--model-path", str(pretrained), "--answers-file", "-", "--device", device, "--dtype", dtype,
-            "--attn-implementation", attn_implementation, "--conv-mode", conv_template]
-    if config:
-        argv += ["--config", str(config)]
-    for item in str(overrides or "").split(";"):
-        if item.strip():
-            argv += ["--set", item.strip()]
-    if vision_tower:
-        argv += ["--vision-tower", str(vision_tower)]
-    if cuda_graph:
-        argv.append("--cuda-graph-decode")
-    parser = argparse.ArgumentParser(prog="visiondrop_llava", exit_on_error=False)
-    add_common_args(parser, max_new_tokens=128)
-    try:
-        return parser.parse_args(argv)
-    except argparse.ArgumentError as err:
-        raise ValueError(f"visiondrop_llava model_args: {err}") from None
 
 
 class VisionDropLlava(lmms):
@@ -68,9 +43,9 @@ class VisionDropLlava(lmms):
         if not str(batch_size).isdigit() or int(batch_size) < 1:
             raise ValueError(f"visiondrop_llava: batch_size={batch_size!r}; give a positive integer ('auto' is "
                              "not supported)")
-        self.accelerator = Accelerator()
-        self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
-        device = device_for_process(device or "auto", self.accelerator.local_process_index, self._world_size)
+        self.accelerator = Accelerator()  # joins the process group of `accelerate launch` / torchrun
+        self._rank, local_rank, self._world_size = process_position(self.accelerator)
+        device = device_for_process(device or "auto", local_rank, self._world_size)
         self.args = engine_args(pretrained, config, set, device, dtype, attn_implementation, vision_tower,
                                 conv_template, bool(cuda_graph))
         try:  # a config that cannot apply to this checkpoint fails here, before any request
@@ -177,10 +152,3 @@ def _next_round(doc_to_text, doc):
     return step
 
 
-
-def run_label(method: str, config_file: str, overrides: list[str]) -> str:
-    """`<method>_<config file stem>` (as the benchmark scripts name runs), `+<hash>` when overrides are set."""
-    label = f"{method}_{Path(config_file).stem}" if config_file else method
-    if overrides:
-        label += "+" + hashlib.sha1(";".join(overrides).encode()).hexdigest()[:8]
-    return label
