@@ -258,6 +258,47 @@ def test_a_config_that_cannot_apply_fails_before_any_request(tiny_path):
         cls.create_from_arg_string(f"pretrained={tiny_path},temperature=0", {"device": "cpu"})
 
 
+@needs_lmms
+def test_plugin_methods_on_lmms_eval_instances(tiny_path, tmp_path, engine):
+    """generate_until, loglikelihood and generate_until_multi_round of the model class on hand-made Instances
+    give the engine's answers and fill the sidecar."""
+    from lmms_eval.api.instance import Instance
+    from lmms_eval.models import get_model
+
+    lm = get_model("visiondrop_llava").create_from_arg_string(
+        f"pretrained={tiny_path},config={VD64},record={tmp_path}/rec.json", {"device": "cpu", "batch_size": "2"})
+    docs = [{"q": q, "image": stand_in_image(f"doc{i}")} for i, q in enumerate(QUESTIONS[:3])]
+    lm.task_dict = {"t": {"test": docs}}
+
+    def to_visual(doc):
+        return [doc["image"]]
+
+    def to_text(doc, previous_output=None, round_idx=None, previous_round_info=None):
+        if round_idx == 2:
+            return None, None, True, previous_output, None
+        return [doc["image"]], f"{doc['q']} (you said {previous_output[-1]})", False, previous_output, None
+
+    def meta(i):
+        return {"task": "t", "doc_id": i, "repeats": 1}
+
+    kwargs = {"max_new_tokens": 3, "until": ["\n\n"]}
+    gen = [Instance("generate_until", (d["q"], dict(kwargs), to_visual, i, "t", "test"), 0, meta(i))
+           for i, d in enumerate(docs)]
+    texts = lm.generate_until(gen)
+    args, tok, model, image_size = engine
+    queries = [make_query(d["q"], [d["image"]]) for d in docs]
+    assert texts == [t for t, _ in generate(queries, [kwargs] * 3, args, tok, model, image_size, 1)]
+    ll = lm.loglikelihood([Instance("loglikelihood", (docs[0]["q"], "yes", to_visual, 0, "t", "test"), 0, meta(0))])
+    assert ll[0].text == loglikelihood(queries[0], "yes", tok, model, image_size, "vicuna_v1")[:2]
+    multi = lm.generate_until_multi_round(
+        [Instance("generate_until_multi_round", (d["q"], dict(kwargs), to_visual, to_text, i, "t", "test"), 0,
+                  meta(i)) for i, d in enumerate(docs)])
+    assert [len(m) for m in multi] == [2, 2, 2] and [m[0] for m in multi] == texts
+    record = json.loads((tmp_path / "rec.json").read_text())["tasks"]["t"]
+    assert record["request_types"] == {"generate_until": 3, "loglikelihood": 1, "generate_until_multi_round": 6}
+    assert record["visual_tokens_mean"] == 64.0
+
+
 def lmms_eval_cmd(tiny_path: Path, out: Path, record: str, *launcher: str) -> list[str]:
     """lmms-eval's CLI on the two local tasks (4 of 5 questions), VisionDrop at 64 tokens, batch 3."""
     return [*(launcher or [sys.executable]), "-m", "lmms_eval", "--model", "visiondrop_llava",

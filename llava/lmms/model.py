@@ -5,8 +5,8 @@ default unpruned), set (config overrides, `;`-separated: `set=encoder.dominant=4
 cuda_graph (decode over CUDA graphs), dtype (auto|float16|bfloat16|float32), device (auto|cpu|cuda|cuda:N),
 attn_implementation, vision_tower, conv_template (default vicuna_v1), record (sidecar path, see
 `llava.lmms.record`). `--batch_size` and `--device` of lmms-eval's CLI are honoured.
-Under `accelerate launch -m lmms_eval` each process loads one model on its local GPU and lmms-eval gives it
-its share of the documents (rank, world size from accelerate)."""
+Under `accelerate launch -m lmms_eval` (or torchrun) each process loads one model on its local GPU
+(`LOCAL_RANK`) and lmms-eval gives it its share of the documents (`RANK`, `WORLD_SIZE`)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class VisionDropLlava(lmms):
             self._tokenizer, self._model, self.image_size = load_for_args(self.args, pruning)
         except (ConfigError, FileNotFoundError, NotImplementedError, TypeError, ValueError) as err:
             raise ValueError(f"visiondrop_llava (pretrained={pretrained}, config={config}): {err}") from None
-        self.batch_size_per_gpu = int(batch_size)
+        self.batch_size_per_gpu, self._device = int(batch_size), self._model.device
         label = run_label(pruning.method, pruning.source, list(self.args.set))
         header = {"method": pruning.method, "config": settings["pruning"], "config_file": pruning.source,
                   "overrides": list(self.args.set), "model_id": settings["model_id"],
@@ -77,8 +77,8 @@ class VisionDropLlava(lmms):
 
     @property
     def device(self):
-        """The model's device (lmms-eval gathers request counts on it under accelerate)."""
-        return self._model.device
+        """The model's device (lmms-eval gathers request counts on it; kept after `clean()` drops the model)."""
+        return self._device
 
     @property
     def batch_size(self) -> int:
