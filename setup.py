@@ -21,10 +21,11 @@ setup(
         "shortuuid",
     ],
     extras_require={
-        "eval": ["lmms-eval==0.7.3", "openpyxl"],
+        "eval": ["lmms-eval==0.7.3", "filelock<4", "openpyxl"],  # lmms-eval 0.7.3 imports filelock._api (gone in 4.x)
         "gpu": ["flash-attn"],
         "lora": ["peft>=0.21,<1"],
         "train": ["deepspeed>=0.16"],
         "dev": ["pytest", "ruff", "triton>=3.6; platform_system == 'Linux'"],
     },
+    entry_points={"lmms_eval.models": ["visiondrop_llava = llava.lmms:manifest"]},
 )

@@ -214,17 +214,6 @@ def open_image(item: EvalItem):
 
 def generate_batch(batch: list[EvalItem], tok, model, image_processor, args: argparse.Namespace) -> list[tuple]:
     """Greedy (or sampled) answers for a batch: [(text, per-layer visual token counts)] in batch order."""
-    import torch
-
-    from llava.mm_utils import process_images, tokenizer_image_token
-
-    ids = [tokenizer_image_token(build_prompt(item.query, args.conv_mode), tok, return_tensors="pt")
-           for item in batch]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    input_ids = torch.full((len(ids), max(len(x) for x in ids)), pad, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for row, x in enumerate(ids):
-        input_ids[row, :len(x)], mask[row, :len(x)] = x, 1
     pil = []
     for item in batch:
         if item.has_image:
@@ -232,19 +221,43 @@ def generate_batch(batch: list[EvalItem], tok, model, image_processor, args: arg
                 pil.append(open_image(item))
             except (OSError, ValueError) as err:
                 raise EvalInputError(f"{item.where}: {err}") from err
-    images, sizes = None, None
-    if pil:
-        images = process_images(pil, image_processor, model.config)
-        sizes = [im.size for im in pil]
-        cast = {"device": model.device, "dtype": model.dtype}  # fp16 pixels as the reference drivers pass them
-        images = [im.to(**cast) for im in images] if isinstance(images, list) else images.to(**cast)
+    return generate_queries([item.query for item in batch], pil, tok, model, image_processor, args)
+
+
+def pixel_inputs(pil: list, model, image_processor) -> tuple:
+    """(pixel tensor(s) on the model's device and dtype, original sizes) of PIL images; (None, None) for none."""
+    from llava.mm_utils import process_images
+
+    if not pil:
+        return None, None
+    images = process_images(pil, image_processor, model.config)
+    cast = {"device": model.device, "dtype": model.dtype}  # fp16 pixels as the reference drivers pass them
+    images = [im.to(**cast) for im in images] if isinstance(images, list) else images.to(**cast)
+    return images, [im.size for im in pil]
+
+
+def generate_queries(queries: list[str], pil: list, tok, model, image_processor,
+                     args: argparse.Namespace) -> list[tuple]:
+    """Answers to user turns (`<image>` placeholders in `queries`, one PIL image each, in order) rendered with
+    args.conv_mode: [(text, per-layer visual token counts)] in query order."""
+    import torch
+
+    from llava.mm_utils import tokenizer_image_token
+
+    ids = [tokenizer_image_token(build_prompt(query, args.conv_mode), tok, return_tensors="pt") for query in queries]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    input_ids = torch.full((len(ids), max(len(x) for x in ids)), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for row, x in enumerate(ids):
+        input_ids[row, :len(x)], mask[row, :len(x)] = x, 1
+    images, sizes = pixel_inputs(pil, model, image_processor)
     out = model.generate(input_ids.to(model.device), images=images, image_sizes=sizes,
                          attention_mask=mask.to(model.device), max_new_tokens=args.max_new_tokens,
                          do_sample=args.temperature > 0, temperature=args.temperature, top_p=args.top_p,
                          eos_token_id=tok.eos_token_id, pad_token_id=pad, cuda_graph=args.cuda_graph_decode)
     per_layer = model.last_stats.visual_per_layer.cpu()
     results = []
-    for row in range(len(batch)):
+    for row in range(len(queries)):
         tokens = out[row].tolist()
         if tok.eos_token_id in tokens:
             tokens = tokens[:tokens.index(tok.eos_token_id)]
