@@ -24,6 +24,7 @@ setup(
         "eval": ["lmms-eval==0.7.3", "openpyxl"],
         "gpu": ["flash-attn"],
         "train": ["deepspeed>=0.16"],
-        "dev": ["pytest", "ruff", "triton>=3.6; platform_system == 'Linux'"],
+        "video": ["av>=14"],
+        "dev": ["pytest", "ruff", "triton>=3.6; platform_system == 'Linux'", "av>=14"],
     },
 )
