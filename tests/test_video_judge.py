@@ -157,6 +157,9 @@ def test_qa_pairs_by_position(tmp_path):
     pairs = load_qa_pairs(tmp_path / "test_q.json", tmp_path / "test_a.json", limit=3)
     assert [(p["id"], p["video_name"], p["answer"]) for p in pairs] == [("id0", "vid0", "a0"), ("id1", "vid1", "a1"),
                                                                      ("id2", "vid2", "a2")]
+    (tmp_path / "test_a.json").write_text(json.dumps([{**x, "question_id": f"id{4 - i}"} for i, x in enumerate(a)]))
+    with pytest.raises(ValueError, match="out of order"):
+        load_qa_pairs(tmp_path / "test_q.json", tmp_path / "test_a.json")
     (tmp_path / "test_a.json").write_text(json.dumps(a[:4]))
     with pytest.raises(ValueError, match="paired by position"):
         load_qa_pairs(tmp_path / "test_q.json", tmp_path / "test_a.json")

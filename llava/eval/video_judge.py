@@ -187,6 +187,10 @@ def load_qa_pairs(question_file: str | Path, answer_file: str | Path, limit: int
     if len(questions) != len(answers):
         raise ValueError(f"{question_file} has {len(questions)} entries but {answer_file} has {len(answers)}; "
                          "they are paired by position, use the two files of one release")
+    for position, (q, a) in enumerate(zip(questions, answers)):
+        if "question_id" in a and a["question_id"] != q["question_id"]:  # the original does not check this
+            raise ValueError(f"{answer_file}[{position}] is question_id {a['question_id']!r} but {question_file}"
+                             f"[{position}] is {q['question_id']!r}; the two files are out of order")
     pairs = [{"id": q["question_id"], "video_name": q["video_name"], "question": q["question"],
               "answer": a["answer"]} for q, a in zip(questions, answers)]
     return pairs[:limit] if limit else pairs
