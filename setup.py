@@ -25,7 +25,8 @@ setup(
         "gpu": ["flash-attn"],
         "lora": ["peft>=0.21,<1"],
         "train": ["deepspeed>=0.16"],
-        "dev": ["pytest", "ruff", "triton>=3.6; platform_system == 'Linux'"],
+        "video": ["av>=14"],
+        "dev": ["pytest", "ruff", "triton>=3.6; platform_system == 'Linux'", "av>=14"],
     },
     entry_points={"lmms_eval.models": ["visiondrop_llava = llava.lmms:manifest"]},
 )
