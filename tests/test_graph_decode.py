@@ -94,7 +94,7 @@ def test_flash_attention_is_refused(load_tiny):
     model.model.config._attn_implementation = "flash_attention_2"
     try:
         with pytest.raises(ValueError, match="sdpa or eager"):
-            model.decoder(cache, segments)
+            model.decoder(cache, segments, 2)
     finally:
         model.model.config._attn_implementation = attn
 
@@ -110,7 +110,7 @@ def test_graph_replay_equals_the_same_step_run_eagerly(load_tiny):
         batch = model.prepare_multimodal_batch(ids.to(model.device), mask.to(model.device),
                                                images.to(model.device, model.dtype), None)
         _, _, segments, _ = model.model.prefill(batch, cache)
-        step = model.decoder(cache, segments)
+        step = model.decoder(cache, segments, STEPS)
         assert isinstance(step, DecodeStep) and step.replay
         step.replay = replay
         token = torch.tensor([5, 7], device=model.device)

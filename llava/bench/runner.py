@@ -87,7 +87,7 @@ def generate_timed(model, inputs: BenchInputs, n_tokens: int, timer: SectionTime
         on_prefill(cache)
     rows = torch.arange(final.shape[0], device=final.device)
     logits = model.lm_head(final[rows, last_index]).float()
-    decode = model.decoder(cache, segments)
+    decode = model.decoder(cache, segments, n_tokens - 1)
     tokens = []
     for step in range(n_tokens):
         if eos is not None:

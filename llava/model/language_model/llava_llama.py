@@ -51,7 +51,7 @@ class StageReducer(Protocol):
 
 @dataclass
 class Segment:
-    """A run of layers that share one token set; grows by one real token per decode step."""
+    """A run of layers that share one token set: the prompt's key mask, the position of the first new token."""
 
     first_layer: int
     key_mask: torch.Tensor
@@ -136,17 +136,46 @@ class LlavaLlamaModel(LlavaMetaModel):
         last_index = (batch.lengths - 1).to(final.device)
         return final, last_index, segments, ForwardStats(counts, stage_origins)
 
-    def decode_step(self, embeds: torch.Tensor, cache: DynamicCache, segments: list[Segment]) -> torch.Tensor:
-        """One cached step for a [B, 1, D] token; advances every segment's mask and position."""
+    def decode_tables(self, segments: list[Segment], new_tokens: int, like: torch.Tensor) -> DecodeTables:
+        """Every decode step's RoPE and attention mask for every segment, built once after the prefill (one
+        rotary call for all segments and steps), so a step only indexes them (`like`: a tensor of the dtype)."""
+        steps = torch.arange(max(new_tokens, 1), device=like.device)
+        positions = torch.stack([s.next_position for s in segments], dim=1)[..., None] + steps  # [B, S, steps]
+        cos, sin = self.rotary_emb(like, positions.flatten(1))
+        shape = (*positions.shape, cos.shape[-1])
+        masks = []
+        for seg in segments:
+            if not seg.padded:
+                masks.append(None)
+                continue
+            grown = torch.cat([seg.key_mask, seg.key_mask.new_ones(seg.key_mask.shape[0], len(steps))], dim=1)
+            masks.append(attention_bias(grown, True, 1, like.dtype, self.attn_implementation))
+        return DecodeTables(cos.view(shape), sin.view(shape), masks,
+                            [s.key_mask.shape[1] for s in segments])
+
+    def decode_step(self, embeds: torch.Tensor, cache: DynamicCache, segments: list[Segment],
+                    tables: DecodeTables, step: int) -> torch.Tensor:
+        """Cached decode step `step` (0 = the first token after the prompt) for a [B, 1, D] token."""
         hidden = embeds
         bounds = [s.first_layer for s in segments[1:]] + [len(self.layers)]
-        ones = torch.ones(embeds.shape[0], 1, dtype=torch.bool, device=embeds.device)
-        for seg, stop in zip(segments, bounds):
-            seg.key_mask = torch.cat([seg.key_mask, ones], dim=1)
-            mask, rope = self._mask_and_rope(hidden, seg.key_mask, seg.padded, seg.next_position[:, None])
+        for k, (seg, stop) in enumerate(zip(segments, bounds)):
+            rope = tables.cos[:, k, step:step + 1], tables.sin[:, k, step:step + 1]
+            mask = tables.masks[k]
+            if mask is not None:  # keys: the segment's prompt, the tokens decoded so far, this one
+                mask = mask[..., :tables.prompt_lengths[k] + step + 1]
             hidden = self._run_layers(hidden, mask, rope, cache, seg.first_layer, stop)
-            seg.next_position = seg.next_position + 1
         return self.norm(hidden)
+
+
+@dataclass
+class DecodeTables:
+    """Per segment and decode step: RoPE cos / sin [B, S, steps, d]; per segment the additive key mask over prompt
+    + steps (None without padding) and the prompt length (the mask is cut to the keys a step sees)."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    masks: list[torch.Tensor | None]
+    prompt_lengths: list[int]
 
 
 def apply_reductions(batch: SequenceBatch, reductions, compact_positions: bool) -> SequenceBatch:
@@ -243,22 +272,26 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
         pad_token_id: int = 0,
         return_logits: bool = False,
         use_cache: bool | None = None,
-        cuda_graph: bool = False,
+        cuda_graph: bool | None = None,
     ):
         """Prefill once, then decode with the KV cache (or, with `use_cache=False`, re-run the whole pruned
-        prefill over prompt + generated tokens at every step; None = the reducer's `cached_decode`). With
-        `cuda_graph`, cached decode steps run over a static KV cache, replayed from a CUDA graph
-        (llava.model.graph_decode; same results up to summation order). Returns the new token ids [B, n] (padded
-        with `pad_token_id` after EOS), with `return_logits` also the per-step logits [B, n, V]."""
+        prefill over prompt + generated tokens at every step; None = the reducer's `cached_decode`).
+        `cuda_graph`: the fast path, cached decode steps over a static KV cache replayed from a CUDA graph
+        (llava.model.graph_decode; same results up to summation order); None (default) = on where it applies
+        (`fast_path_applies`: fp16 / bf16 on one GPU, sdpa or eager attention), False = the eager decode.
+        Returns the new token ids [B, n] (padded with `pad_token_id` after EOS), with `return_logits` also the
+        per-step logits [B, n, V]."""
         eos = self.config.eos_token_id if eos_token_id is None else eos_token_id
         if use_cache is None:
             use_cache = getattr(self.model.reducer, "cached_decode", True)
+        if cuda_graph is None:
+            cuda_graph = self.fast_path_applies()
         batch = self.prepare_multimodal_batch(input_ids, attention_mask, images, image_sizes)
         cache = self.new_cache(max_new_tokens - 1, cuda_graph) if use_cache else None
         final, last_index, segments, self.last_stats = self.model.prefill(batch, cache)
         rows = torch.arange(final.shape[0], device=final.device)
         logits = self.lm_head(final[rows, last_index]).float()
-        decode = self.decoder(cache, segments) if use_cache and max_new_tokens > 1 else None
+        decode = self.decoder(cache, segments, max_new_tokens - 1) if use_cache and max_new_tokens > 1 else None
         done = torch.zeros(final.shape[0], dtype=torch.bool, device=final.device)
         tokens, step_logits = [], []
         for step in range(max_new_tokens):
@@ -280,18 +313,30 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
         out = torch.stack(tokens, dim=1)
         return (out, torch.stack(step_logits, dim=1)) if return_logits else out
 
+    def fast_path_applies(self) -> bool:
+        """Whether `generate(cuda_graph=None)` takes the CUDA-graph path: the whole model on one GPU in fp16 /
+        bf16 with sdpa or eager attention (fp32 and CPU runs stay eager)."""
+        devices = {p.device for p in self.parameters()}
+        return (len(devices) == 1 and self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
+                and self.model.attn_implementation in ("sdpa", "eager"))
+
     def new_cache(self, new_tokens: int, cuda_graph: bool = False) -> DynamicCache | StaticKV:
         """The KV cache of a prefill followed by `new_tokens` decode steps (static buffers for CUDA graphs)."""
         return self.decode_graphs.new_cache(new_tokens) if cuda_graph else DynamicCache()
 
-    def decoder(self, cache: DynamicCache | StaticKV, segments: list[Segment]) -> Callable:
-        """After a prefill that filled `cache`: a function token [B] -> next-token logits [B, V] (fp32), one call
-        per decode step (a graph replay for a static cache, else the eager `decode_step`)."""
+    def decoder(self, cache: DynamicCache | StaticKV, segments: list[Segment], new_tokens: int) -> Callable:
+        """After a prefill that filled `cache`: a function token [B] -> next-token logits [B, V] (fp32), called
+        once per decode step, at most `new_tokens` times (a graph replay for a static cache, else the eager
+        `decode_step`)."""
         if isinstance(cache, StaticKV):
             return self.decode_graphs.stepper(cache, segments)
 
+        tables = self.model.decode_tables(segments, new_tokens, self.lm_head.weight)
+        steps = iter(range(new_tokens))
+
         def step(token: torch.Tensor) -> torch.Tensor:
-            hidden = self.model.decode_step(self.model.embed_tokens(token)[:, None], cache, segments)
+            hidden = self.model.decode_step(self.model.embed_tokens(token)[:, None], cache, segments, tables,
+                                            next(steps))
             return self.lm_head(hidden[:, -1]).float()
 
         return step
