@@ -11,6 +11,7 @@ a new token takes, in each group, the position after the group's last real posit
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -23,6 +24,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 from llava.model.graph_decode import DecodeGraphs, StaticKV
 from llava.model.llava_arch import LlavaMetaModel, LlavaMultimodalMixin
 from llava.model.sequence import SequenceBatch, attention_bias, pad_rows
+from visiondrop.graphs import weights_changed, weights_version
 from visiondrop.reduction import Reduction
 
 
@@ -98,9 +100,19 @@ class LlavaLlamaModel(LlavaMetaModel):
                            use_cache=cache is not None)
         return hidden
 
-    def prefill(self, batch: SequenceBatch, cache: DynamicCache | None) -> tuple:
+    def prefill(self, batch: SequenceBatch, cache: DynamicCache | StaticKV | None,
+                graphs: DecodeGraphs | None = None) -> tuple:
         """Run all layers over the prompt; the reducer acts at its boundaries. Returns the final hidden
-        states (after the norm), each row's last real index, the segments for decoding, and the accounting."""
+        states (after the norm), each row's last real index, the segments for decoding, and the accounting.
+        With `graphs` (and a static or no cache) the layer segments replay from CUDA graphs where they apply."""
+        if graphs is not None and isinstance(cache, DynamicCache):
+            raise ValueError("graph-replayed prefill segments need a static KV cache (or none)")
+
+        def run_layers(hidden, mask, rope, first, stop):
+            if graphs is None:
+                return self._run_layers(hidden, mask, rope, cache, first, stop)
+            return graphs.prefill_layers(cache, hidden, mask, rope, first, stop)
+
         n_layers = len(self.layers)
         boundaries = sorted(self.reducer.boundaries) if self.reducer is not None else []
         if boundaries and boundaries[-1] >= n_layers:
@@ -125,10 +137,10 @@ class LlavaLlamaModel(LlavaMetaModel):
             mask, rope = self._mask_and_rope(batch.hidden, batch.key_mask, padded, batch.positions)
             # A method scoring with the previous layer's attention also needs that layer's input: keep it.
             split = stop + offset if stop < n_layers else stop
-            hidden = self._run_layers(batch.hidden, mask, rope, cache, first, split)
+            hidden = run_layers(batch.hidden, mask, rope, first, split)
             if split < stop:
                 batch = replace(batch, layer_input=hidden)
-                hidden = self._run_layers(hidden, mask, rope, cache, split, stop)
+                hidden = run_layers(hidden, mask, rope, split, stop)
             batch = batch.with_hidden(hidden)
             last_pos = batch.positions.masked_fill(~batch.key_mask, -1).max(dim=1).values
             segments.append(Segment(first, batch.key_mask, last_pos + 1, padded))
@@ -240,6 +252,7 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.last_stats: ForwardStats | None = None
         self.decode_graphs = DecodeGraphs(self)
+        self._placement: tuple[int, bool] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -286,9 +299,11 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
             use_cache = getattr(self.model.reducer, "cached_decode", True)
         if cuda_graph is None:
             cuda_graph = self.fast_path_applies()
-        batch = self.prepare_multimodal_batch(input_ids, attention_mask, images, image_sizes)
-        cache = self.new_cache(max_new_tokens - 1, cuda_graph) if use_cache else None
-        final, last_index, segments, self.last_stats = self.model.prefill(batch, cache)
+        with self.vision_graphs(cuda_graph):
+            batch = self.prepare_multimodal_batch(input_ids, attention_mask, images, image_sizes)
+        cache = self.new_cache(max_new_tokens - 1, cuda_graph) if use_cache and max_new_tokens > 1 else None
+        graphs = self.decode_graphs if cuda_graph and use_cache else None
+        final, last_index, segments, self.last_stats = self.model.prefill(batch, cache, graphs)
         rows = torch.arange(final.shape[0], device=final.device)
         logits = self.lm_head(final[rows, last_index]).float()
         decode = self.decoder(cache, segments, max_new_tokens - 1) if use_cache and max_new_tokens > 1 else None
@@ -316,9 +331,26 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
     def fast_path_applies(self) -> bool:
         """Whether `generate(cuda_graph=None)` takes the CUDA-graph path: the whole model on one GPU in fp16 /
         bf16 with sdpa or eager attention (fp32 and CPU runs stay eager)."""
-        devices = {p.device for p in self.parameters()}
-        return (len(devices) == 1 and self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
-                and self.model.attn_implementation in ("sdpa", "eager"))
+        return (self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16)
+                and self.model.attn_implementation in ("sdpa", "eager") and self.on_one_device())
+
+    def on_one_device(self) -> bool:
+        """Whether every parameter is on one device (walked again only after the weights changed)."""
+        version = weights_version()
+        if self._placement is None or self._placement[0] != version:
+            self._placement = version, len({p.device for p in self.parameters()}) == 1
+        return self._placement[1]
+
+    def vision_graphs(self, enabled: bool) -> AbstractContextManager:
+        """While open, the vision tower replays its layers from CUDA graphs where they apply (`enabled`)."""
+        tower = self.model.vision_tower
+        return nullcontext() if tower is None else tower.graphed(enabled)
+
+    def _apply(self, fn, *args, **kwargs):
+        """`.to()` / `.half()` / `.cuda()` move the weights: graphs captured before are stale."""
+        out = super()._apply(fn, *args, **kwargs)
+        weights_changed()
+        return out
 
     def new_cache(self, new_tokens: int, cuda_graph: bool = False) -> DynamicCache | StaticKV:
         """The KV cache of a prefill followed by `new_tokens` decode steps (static buffers for CUDA graphs)."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 from transformers.utils import logging as hf_logging
+
+from visiondrop.graphs import GraphCache
 
 
 class CLIPVisionTower(nn.Module):
@@ -28,6 +32,17 @@ class CLIPVisionTower(nn.Module):
         # Built from a config (weights come from a checkpoint) or loaded from a directory / hub name.
         self.vision_tower = CLIPVisionModel(config) if config is not None else load_clip(vision_tower)
         self.vision_tower.requires_grad_(False)
+        self.graphs = GraphCache(capacity=4, min_uses=2)
+        self.replay_graphs = False
+
+    @contextmanager
+    def graphed(self, enabled: bool = True) -> Iterator[None]:
+        """While open, `encode` replays the CLIP layers from CUDA graphs where they apply (if `enabled`)."""
+        previous, self.replay_graphs = self.replay_graphs, enabled
+        try:
+            yield
+        finally:
+            self.replay_graphs = previous
 
     @property
     def config(self) -> CLIPVisionConfig:
@@ -65,10 +80,20 @@ class CLIPVisionTower(nn.Module):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[n, 3, H, W] pixels -> (features [n, T, C], origin [n, T])."""
-        out = self.vision_tower(images.to(self.dtype), output_hidden_states=True)
         index = self._layer_index()
-        layer = self.vision_tower.encoder.layers[index - 1]
-        return self.select(out.hidden_states[index - 1], out.hidden_states[index], layer)
+        pixels = images.to(self.dtype)
+        if self.replay_graphs and pixels.is_cuda and pixels.shape[0] * (self.num_patches + 1) <= self.graph_max_tokens:
+            key = (tuple(pixels.shape), pixels.dtype, index)
+            layer_input, features = self.graphs.run(key, self._selected_states, pixels)
+        else:
+            layer_input, features = self._selected_states(pixels)
+        return self.select(layer_input, features, self.vision_tower.encoder.layers[index - 1])
+
+    def _selected_states(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The selected layer's input and output hidden states [n, T, C]."""
+        out = self.vision_tower(pixels, output_hidden_states=True)
+        index = self._layer_index()
+        return out.hidden_states[index - 1], out.hidden_states[index]
 
     def select(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module):
         """Choose the output tokens from the selected layer's output (its input and module are for scorers)."""
