@@ -77,7 +77,8 @@ def generate_timed(model, inputs: BenchInputs, n_tokens: int, timer: SectionTime
                    on_prefill: Callable[[DynamicCache | StaticKV], None] | None = None,
                    cuda_graph: bool = False) -> torch.Tensor:
     """`model.generate(min_new_tokens=max_new_tokens=n_tokens, cuda_graph=cuda_graph)` (greedy, EOS ignored;
-    `cuda_graph`: ViT, prefill segments and decode steps graph-replayed where they apply), step for step, with a timer mark at the start and after every generated token. Returns the tokens [B, n]."""
+    `cuda_graph`: ViT, prefill segments and decode steps graph-replayed where they apply), step for step, with a
+    timer mark at the start and after every generated token. Returns the tokens [B, n]."""
     eos = model.config.eos_token_id
     timer.mark()
     with model.vision_graphs(cuda_graph):
@@ -204,8 +205,10 @@ def measure(model, inputs: BenchInputs, plan: Plan, timer: SectionTimer, cuda_gr
             return run_trial(model, inputs, n_tokens, timer, inspect, cuda_graph)
 
     cuda = inputs.input_ids.device.type == "cuda"
-    for _ in range(plan.warmup):
+    for n in range(plan.warmup):  # both lengths: graphs are captured on a shape's second use
         trial(plan.short)
+        if n < 2 and plan.long != plan.short:
+            trial(plan.long)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

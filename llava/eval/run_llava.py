@@ -19,8 +19,8 @@ from llava.model.visiondrop_llava import load_model_for_eval
 
 
 def answer(model, tokenizer, image_path: str, query: str, conv_mode: str = "vicuna_v1",
-           max_new_tokens: int = 512, temperature: float = 0.0) -> str:
-    """Generate the model's answer to `query` about the image at `image_path`."""
+           max_new_tokens: int = 512, temperature: float = 0.0, cuda_graph: bool | None = None) -> str:
+    """Generate the model's answer to `query` about the image at `image_path` (`cuda_graph`: see generate)."""
     image = load_image(image_path)
     tower = model.get_vision_tower()
     pixels = process_images([image], getattr(model.config, "image_aspect_ratio", "pad"), tower.config.image_size,
@@ -29,7 +29,8 @@ def answer(model, tokenizer, image_path: str, query: str, conv_mode: str = "vicu
     ids = tokenizer_image_token(build_prompt(text, conv_mode), tokenizer, return_tensors="pt")
     out = model.generate(ids[None], images=pixels, image_sizes=[image.size], max_new_tokens=max_new_tokens,
                          do_sample=temperature > 0, temperature=temperature or 1.0,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0)
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id or 0,
+                         cuda_graph=cuda_graph)
     return tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
 
 
@@ -45,13 +46,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--eager-decode", action="store_true", help="the eager path instead of the CUDA-graph one")
     args = parser.parse_args(argv)
     load_image(args.image_file)  # fail on a missing or corrupt image before loading the model
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
     tokenizer, model, _, _ = load_model_for_eval(args.model_path or str(tiny_llava_path()), args.config, args.set,
                                                  device=args.device, dtype=dtype, vision_tower=args.vision_tower)
     print(answer(model, tokenizer, args.image_file, args.query, args.conv_mode, args.max_new_tokens,
-                 args.temperature))
+                 args.temperature, False if args.eager_decode else None))
 
 
 if __name__ == "__main__":

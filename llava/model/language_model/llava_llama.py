@@ -17,6 +17,7 @@ from typing import Protocol
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoConfig, LlamaConfig
 from transformers.cache_utils import DynamicCache
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
@@ -26,6 +27,10 @@ from llava.model.llava_arch import LlavaMetaModel, LlavaMultimodalMixin
 from llava.model.sequence import SequenceBatch, attention_bias, pad_rows
 from visiondrop.graphs import weights_changed, weights_version
 from visiondrop.reduction import Reduction
+
+# Attention kernels of an eager decode step: not cuDNN's, which plans each new key length anew (the length
+# grows every step, in every layer group: a pruned model with four groups paid four plans per step).
+DECODE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class LlavaConfig(LlamaConfig):
@@ -367,8 +372,9 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
         steps = iter(range(new_tokens))
 
         def step(token: torch.Tensor) -> torch.Tensor:
-            hidden = self.model.decode_step(self.model.embed_tokens(token)[:, None], cache, segments, tables,
-                                            next(steps))
+            with sdpa_kernel(DECODE_ATTENTION):
+                hidden = self.model.decode_step(self.model.embed_tokens(token)[:, None], cache, segments, tables,
+                                                next(steps))
             return self.lm_head(hidden[:, -1]).float()
 
         return step

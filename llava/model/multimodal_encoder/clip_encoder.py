@@ -18,8 +18,12 @@ class CLIPVisionTower(nn.Module):
     """Wraps transformers' CLIPVisionModel as LLaVA does (`mm_vision_select_layer`, `..._select_feature`).
 
     `encode` returns features [n, T, C] and `origin` [n, T]: the tower token each output token stands for
-    (-1 for CLS, patches 0..P-1). Pruning-aware subclasses override `select` to reduce the tokens.
+    (-1 for CLS, patches 0..P-1). Pruning-aware subclasses override `select` to reduce the tokens. Inside
+    `graphed(True)` the CLIP layers of a call with at most `graph_max_tokens` tower tokens (images x tokens)
+    replay from a CUDA graph per input shape (captured on the second call of a shape); `select` runs outside it.
     """
+
+    graph_max_tokens = 4096
 
     def __init__(self, vision_tower: str, select_layer: int = -2, select_feature: str = "patch",
                  config: CLIPVisionConfig | None = None):
@@ -82,7 +86,8 @@ class CLIPVisionTower(nn.Module):
         """[n, 3, H, W] pixels -> (features [n, T, C], origin [n, T])."""
         index = self._layer_index()
         pixels = images.to(self.dtype)
-        if self.replay_graphs and pixels.is_cuda and pixels.shape[0] * (self.num_patches + 1) <= self.graph_max_tokens:
+        small = pixels.shape[0] * (self.num_patches + 1) <= self.graph_max_tokens
+        if self.replay_graphs and pixels.is_cuda and small:
             key = (tuple(pixels.shape), pixels.dtype, index)
             layer_input, features = self.graphs.run(key, self._selected_states, pixels)
         else:
