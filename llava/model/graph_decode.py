@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llava.model.fused_decode import decode_layer, fused_applies
 from visiondrop.graphs import GraphCache, capture, weights_version
 
 
@@ -65,9 +66,10 @@ class _SegmentInputs:
 
 
 class DecodeStep:
-    """token [B] -> next-token logits [B, V] (fp32) for one generation; call it once per decode step."""
+    """token [B] -> next-token logits [B, V] (fp32) for one generation; call it once per decode step. `fused`:
+    the layers run with fused norms / RoPE (llava.model.fused_decode; None = when replayed, where they apply)."""
 
-    def __init__(self, model, cache: StaticKV, segments: list, replay: bool):
+    def __init__(self, model, cache: StaticKV, segments: list, replay: bool, fused: bool | None = None):
         self.model, self.cache, self.replay = model, cache, replay
         batch = segments[0].key_mask.shape[0]
         device = segments[0].key_mask.device
@@ -82,6 +84,9 @@ class DecodeStep:
                 torch.zeros(batch, capacity, dtype=torch.bool, device=device),
                 torch.zeros(batch, dtype=torch.long, device=device)))
         self.graph, self.logits = None, None
+        embeds = model.model.embed_tokens.weight
+        self.fused = (fused if fused is not None else replay) and all(
+            fused_applies(embeds, layer) for layer in model.model.layers)
 
     def load(self, cache: StaticKV, segments: list) -> DecodeStep:
         """Take a new prefill's state (same shapes): prompt key masks, lengths, next positions; step 0."""
@@ -105,7 +110,11 @@ class DecodeStep:
             for layer in range(seg.first, seg.stop):
                 self.cache.slots[layer] = slot
             mask, rope = lm._mask_and_rope(hidden, seg.key_mask, True, (seg.position + self.step)[:, None])
-            hidden = lm._run_layers(hidden, mask, rope, self.cache, seg.first, seg.stop)
+            if self.fused:
+                for layer in lm.layers[seg.first:seg.stop]:
+                    hidden = decode_layer(layer, hidden, rope, self.cache, mask)
+            else:
+                hidden = lm._run_layers(hidden, mask, rope, self.cache, seg.first, seg.stop)
         return self.model.lm_head(lm.norm(hidden)[:, -1]).float()
 
     def __call__(self, token: torch.Tensor) -> torch.Tensor:
