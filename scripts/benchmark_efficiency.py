@@ -7,7 +7,12 @@ The unpruned `configs/none/llava15.yaml` (LLaVA-NeXT: `configs/none/llava_next.y
 as the reference. Per config and batch size:
 analytic FLOPs (measured per-layer visual counts), analytic and allocated KV bytes, peak memory, ViT / selection /
 prefill / decode split, TTFT, end-to-end time for G generated tokens (EOS ignored) and the "GQA-style" G=4,
-throughput and ratios to the unpruned run. Cells run batch by batch; the JSON and Markdown are rewritten after
+throughput and ratios to the unpruned run. Every batch (but `max`) also gets a reference row, transformers' own
+`LlavaForConditionalGeneration` / `LlavaNextForConditionalGeneration` over the same tensors with its plain
+`generate` (ratios to it in every table; `--no-transformers` skips it), and every row the fraction of the
+physical limit it reaches (decode: HBM bytes of weights + KV per step / time vs `--peak-hbm-tbs`; TTFT: FLOPs /
+time vs `--peak-tflops`). Our rows run the model's default path (CUDA graphs on a GPU in fp16 / bf16;
+`--eager-decode` for the eager one). Cells run batch by batch; the JSON and Markdown are rewritten after
 every cell, so a run cut short keeps what it measured. `max` = largest batch that fits (doubling, then bisection).
 Configs are measured in the order given (put the important ones first when using --time-budget); the tables list
 them by method and budget. Use `--random-weights tiny --dtype fp32 --device cpu` for a CPU smoke run.
