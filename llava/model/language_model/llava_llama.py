@@ -28,8 +28,8 @@ from llava.model.sequence import SequenceBatch, attention_bias, pad_rows
 from visiondrop.graphs import weights_changed, weights_version
 from visiondrop.reduction import Reduction
 
-# Attention kernels of an eager decode step: not cuDNN's, which plans each new key length anew (the length
-# grows every step, in every layer group: a pruned model with four groups paid four plans per step).
+# Attention kernels of an eager decode step, whose key length changes every step in every layer group: flash /
+# memory-efficient / math, not cuDNN's SDPA, which builds and caches an execution plan per shape.
 DECODE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
