@@ -7,7 +7,12 @@ The unpruned `configs/none/llava15.yaml` (LLaVA-NeXT: `configs/none/llava_next.y
 as the reference. Per config and batch size:
 analytic FLOPs (measured per-layer visual counts), analytic and allocated KV bytes, peak memory, ViT / selection /
 prefill / decode split, TTFT, end-to-end time for G generated tokens (EOS ignored) and the "GQA-style" G=4,
-throughput and ratios to the unpruned run. Cells run batch by batch; the JSON and Markdown are rewritten after
+throughput and ratios to the unpruned run. Every batch (but `max`) also gets a reference row, transformers' own
+`LlavaForConditionalGeneration` / `LlavaNextForConditionalGeneration` over the same tensors with its plain
+`generate` (ratios to it in every table; `--no-transformers` skips it), and every row the fraction of the
+physical limit it reaches (decode: HBM bytes of weights + KV per step / time vs `--peak-hbm-tbs`; TTFT: FLOPs /
+time vs `--peak-tflops`). Our rows run the model's default path (CUDA graphs on a GPU in fp16 / bf16;
+`--eager-decode` for the eager one). Cells run batch by batch; the JSON and Markdown are rewritten after
 every cell, so a run cut short keeps what it measured. `max` = largest batch that fits (doubling, then bisection).
 Configs are measured in the order given (put the important ones first when using --time-budget); the tables list
 them by method and budget. Use `--random-weights tiny --dtype fp32 --device cpu` for a CPU smoke run.
@@ -38,7 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llava.bench.analytic import analytic  # noqa: E402
 from llava.bench.graphs import graph_prefill  # noqa: E402
-from llava.bench.report import add_ratios, markdown, throughput  # noqa: E402
+from llava.bench.reference import measure_reference, reference_inputs, reference_model  # noqa: E402
+from llava.bench.report import (  # noqa: E402
+    TRANSFORMERS,
+    add_ratios,
+    add_transformers_ratios,
+    markdown,
+    physical_limits,
+    throughput,
+)
 from llava.bench.runner import (  # noqa: E402
     NEXT_IMAGE_SIZE,
     Plan,
@@ -59,6 +72,7 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCES = {"llava-v1.5-7b": "configs/none/llava15.yaml", "llava-next-7b": "configs/none/llava_next.yaml"}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 GQA_TOKENS = 4  # "GQA-style" short answer: one prefill + 3 decoded tokens
+MODES = {True: "CUDA graphs (ViT, prefill segments, decode; the default path)", False: "eager"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,8 +100,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image-position", type=int, default=35, help="text tokens before the image")
     p.add_argument("--gen-tokens", default="1,32", help="end-to-end points G (tokens generated, EOS ignored)")
     p.add_argument("--cuda-graph-prefill", action="store_true", help="also time the prefill layers in a CUDA graph")
-    p.add_argument("--cuda-graph-decode", action="store_true",
-                   help="decode steps over a static KV cache replayed from CUDA graphs (every config alike)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--eager-decode", action="store_true",
+                      help="the eager path (default on CUDA fp16/bf16: ViT, prefill segments and decode steps "
+                           "replayed from CUDA graphs, as model.generate does)")
+    mode.add_argument("--cuda-graph-decode", action="store_true",
+                      help="force the CUDA-graph path (also where it is not the default, e.g. its static "
+                           "cache on a CPU)")
+    p.add_argument("--no-transformers", action="store_true",
+                   help="skip the reference row (transformers' own LLaVA class and generate, unpruned)")
+    p.add_argument("--peak-hbm-tbs", type=float, default=4.8, help="HBM bandwidth limit, TB/s (H200 spec)")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 limit, TFLOP/s (H200 spec)")
     p.add_argument("--time-budget", type=float, help="seconds from the start; later cells are skipped (marked)")
     p.add_argument("--out", required=True, help="output directory (efficiency.json, efficiency.md)")
     args = p.parse_args(argv)
@@ -97,6 +120,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if "max" in args.batch_labels and not args.device.startswith("cuda"):
         p.error("--batch-sizes max needs a CUDA device (the search stops at the first out-of-memory error)")
     args.gen = sorted({int(g) for g in args.gen_tokens.split(",")})
+    args.graphs = None if not (args.eager_decode or args.cuda_graph_decode) else args.cuda_graph_decode
     if args.gen[0] < 1:
         p.error("--gen-tokens must be >= 1")
     if args.merge_type and args.random_weights and args.random_weights not in NEXT_SHAPES:
@@ -174,7 +198,7 @@ def environment(args: argparse.Namespace) -> dict:
            "torch": torch.__version__, "transformers": transformers.__version__,
            "python": platform.python_version(), "dtype": args.dtype, "vision_dtype": args.vision_dtype or args.dtype,
            "attention": args.attn,
-           "mode": "eager prefill, CUDA-graph decode" if args.cuda_graph_decode else "eager"}
+           "mode": MODES[args.graphs]}
     return env
 
 
@@ -212,6 +236,9 @@ class Bench:
         tower = model.get_vision_tower()
         self.shapes = from_configs(model.config, tower.config, model.config.mm_projector_type)
         self.known_fit: dict[str, int] = {}
+        self.hf = None  # transformers' reference model, built on first use (shares our tensors)
+        read_per_step = [model.model.layers, model.model.norm, model.lm_head]
+        self.weight_bytes = sum(p.numel() * p.element_size() for m in read_per_step for p in m.parameters())
         model_name = Path(args.model_path).name if args.model_path else f"random-weights {args.random_weights}"
         anyres = is_anyres(model.config)
         self.record = {
@@ -223,7 +250,8 @@ class Bench:
                 "e2e_points": self.plan.points, "warmup": args.warmup, "repeats": args.repeats,
                 "decode_repeats": self.plan.decode_repeats, "max_warmup": self.max_plan.warmup,
                 "max_repeats": self.max_plan.repeats, "max_decode_repeats": self.max_plan.decode_repeats,
-                "image_position": args.image_position,
+                "image_position": args.image_position, "peak_hbm_tbs": args.peak_hbm_tbs,
+                "peak_tflops": args.peak_tflops, "llm_weight_bytes": self.weight_bytes,
                 "max_batch_cap": args.max_batch_cap, "max_batch_step": args.max_batch_step,
                 "timing": "CUDA events (device time) + host wall clock" if self.timer.cuda else "perf_counter"},
             "reference": configs[0][0],
@@ -238,8 +266,7 @@ class Bench:
     def fits(self, batch: int) -> bool:
         """Whether one run with the longest G fits in memory at this batch."""
         try:
-            run_trial(self.model, self.inputs(batch), self.plan.long, self.timer,
-                      cuda_graph=self.args.cuda_graph_decode)
+            run_trial(self.model, self.inputs(batch), self.plan.long, self.timer, cuda_graph=self.args.graphs)
             ok = True
         except RuntimeError as err:
             if not is_oom(err):
@@ -251,7 +278,7 @@ class Bench:
     def try_measure(self, batch: int, plan: Plan) -> dict | None:
         """`measure` at this batch, or None on out-of-memory."""
         try:
-            result = measure(self.model, self.inputs(batch), plan, self.timer, self.args.cuda_graph_decode)
+            result = measure(self.model, self.inputs(batch), plan, self.timer, self.args.graphs)
         except RuntimeError as err:
             if not is_oom(err):
                 raise
@@ -289,9 +316,41 @@ class Bench:
         result.update(analytic(self.shapes, cfg, self.args.text_tokens, counts, batch, bytes_per_elem,
                                result["n_crops"], result["projected_tokens"]))
         result["average_visual_tokens"] = sum(counts) / len(counts)
-        result = {**base, "status": "ok", **result}
+        return self.finish({**base, "status": "ok", **result})
+
+    def finish(self, result: dict) -> dict:
+        """Throughput and the physical-limit fractions of a measured cell."""
         result["throughput"] = throughput(result)
+        result["physical"] = physical_limits(result, self.weight_bytes, self.args.peak_hbm_tbs, self.args.peak_tflops)
         return result
+
+    def reference_cell(self, batch_label: str) -> dict:
+        """transformers' own LLaVA class on the same weights, unpruned, its plain `generate` (not at 'max')."""
+        base = {"config": TRANSFORMERS, "label": "transformers generate", "method": "transformers",
+                "batch_label": batch_label}
+        if self.over_budget():
+            return {**base, "status": "skipped (time budget)"}
+        try:
+            if self.hf is None:
+                self.hf = reference_model(self.model)
+            inputs = self.inputs(int(batch_label))
+            batch = reference_inputs(self.hf, inputs.input_ids, inputs.images, inputs.image_sizes)
+            plan = self.plan
+            result = measure_reference(self.hf, batch, plan.points, plan.warmup, plan.repeats, plan.decode_repeats)
+        except Exception as err:
+            traceback.print_exc()
+            free_memory()
+            return {**base, "status": f"error: {type(err).__name__}: {err}"[:200]}
+        free_memory()
+        n_layers = len(self.model.model.layers)
+        n = result.pop("n_visual")
+        bytes_per_elem = torch.empty(0, dtype=self.model.dtype).element_size()
+        none = load_config(REPO / REFERENCES[model_family(self.args)])
+        result.update(analytic(self.shapes, none, self.args.text_tokens, [n] * n_layers, int(batch_label),
+                               bytes_per_elem, inputs.n_crops, inputs.n_crops * self.model.get_vision_tower()
+                               .num_patches))
+        return self.finish({**base, "status": "ok", "batch": int(batch_label), "visual_per_layer": [n] * n_layers,
+                            "average_visual_tokens": float(n), "kv_allocated_bytes": None, **result})
 
     def graph_cells(self) -> None:
         """Eager vs CUDA-graph prefill layers at batch 1, per config with measured counts."""
@@ -314,6 +373,7 @@ class Bench:
         out = Path(self.args.out)
         out.mkdir(parents=True, exist_ok=True)
         add_ratios(self.record["results"], self.record["reference"])
+        add_transformers_ratios(self.record["results"])
         (out / "efficiency.json").write_text(json.dumps(self.record, indent=2))
         (out / "efficiency.md").write_text(markdown(self.record))
 
@@ -341,6 +401,9 @@ class Bench:
                 self.record["results"].append(self.run_cell(key, label, cfg, batch_label))
                 self.write()
                 bar.update()
+            if not self.args.no_transformers and batch_label != "max":
+                self.record["results"].append(self.reference_cell(batch_label))
+                self.write()
             if n == 0 and self.args.cuda_graph_prefill and self.timer.cuda:
                 self.graph_cells()
         bar.close()
@@ -353,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configs = load_configs(args.configs, model_family(args))
     model = load_model(args)
+    if args.graphs is None:  # the model's own default (generate(cuda_graph=None))
+        args.graphs = model.fast_path_applies()
     free_memory()
     Bench(args, model, configs, t0).run()
     print((Path(args.out) / "efficiency.md").read_text())

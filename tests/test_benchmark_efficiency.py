@@ -58,12 +58,14 @@ def _results(record: dict) -> dict[tuple[str, str], dict]:
 def test_outputs_cover_every_config_and_batch(outputs):
     record, md = outputs
     cells = _results(record)
-    assert set(cells) == {(c, b) for c in ("none/llava15", "visiondrop/llava15_64") for b in ("1", "2")}
+    assert set(cells) == {(c, b) for c in ("none/llava15", "visiondrop/llava15_64", "transformers")
+                          for b in ("1", "2")}
     assert all(r["status"] == "ok" for r in cells.values())
     assert record["environment"]["torch"] == torch.__version__ and record["environment"]["mode"] == "eager"
-    for label in ("| none |", "| visiondrop 64 |", "## Batch 1", "## Batch 2", "### end to end, G=4"):
+    for label in ("| none |", "| visiondrop 64 |", "| transformers generate |", "## Batch 1", "## Batch 2",
+                  "### end to end, G=4", "vs transformers G=1 / G=2", "% of limit: decode HBM / TTFT FLOP/s"):
         assert label in md
-    for r in cells.values():
+    for r in (r for (c, _), r in cells.items() if c != "transformers"):
         lat = r["latency_ms"]
         assert set(lat["e2e"]) == {"1", "2", "4"} and lat["decode_per_token"]["n"] == 2
         assert lat["ttft"]["median"] == pytest.approx(lat["e2e"]["1"]["median"])
@@ -71,6 +73,45 @@ def test_outputs_cover_every_config_and_batch(outputs):
         assert r["ratio_to_unpruned"]["speedup_ttft"] > 0
     vd = cells[("visiondrop/llava15_64", "1")]["latency_ms"]
     assert vd["select"]["median"] > 0 and cells[("none/llava15", "1")]["latency_ms"]["select"]["median"] == 0
+
+
+def test_transformers_row_and_physical_limits(outputs):
+    """The reference row: transformers' own class on the same weights, the same tokens; ratios and limits."""
+    record, _ = outputs
+    cells = _results(record)
+    weights = record["settings"]["llm_weight_bytes"]
+    assert weights == 4 * (32 * (4 * 64 * 64 + 3 * 64 * 172 + 2 * 64) + 64 + 32000 * 64)  # tiny LLM, fp32
+    for batch in ("1", "2"):
+        hf, none = cells[("transformers", batch)], cells[("none/llava15", batch)]
+        assert hf["visual_per_layer"] == [576] * 32 and hf["flops_per_sample"] == none["flops_per_sample"]
+        assert hf["ratio_to_transformers"]["speedup_e2e_G4"] == 1.0
+        for r in (hf, none):
+            lat, limit = r["latency_ms"], r["physical"]
+            expected = (weights + r["kv_analytic_bytes"]) / (lat["decode_per_token"]["median"] * 1e-3) / 1e12
+            assert limit["decode_hbm_tbs"] == pytest.approx(expected)
+            assert limit["decode_hbm_pct"] == pytest.approx(100 * expected / 4.8)
+            tflops = r["flops_per_sample_lm_head_last"] * int(batch) / (lat["ttft"]["median"] * 1e-3) / 1e12
+            assert limit["ttft_tflops_pct"] == pytest.approx(100 * tflops / 989)
+        speedup = hf["latency_ms"]["e2e"]["4"]["median"] / none["latency_ms"]["e2e"]["4"]["median"]
+        assert none["ratio_to_transformers"]["speedup_e2e_G4"] == pytest.approx(speedup)
+
+
+def test_reference_model_gives_our_tokens():
+    """transformers' LlavaForConditionalGeneration / LlavaNextForConditionalGeneration over our tensors generate
+    the unpruned model's greedy tokens (NeXT in the spatial_unpad layout both implement)."""
+    from llava.bench.reference import reference_generate, reference_inputs, reference_model
+
+    for shape, merge in (("tiny", None), ("tiny-next", "spatial_unpad")):
+        model = random_llava(shape, torch.float32, "cpu", merge_type=merge)
+        model.set_pruning(load_config(None))
+        inputs = make_inputs(model, 2, TEXT)
+        hf = reference_model(model)
+        assert hf.lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()  # shared, not copied
+        batch = reference_inputs(hf, inputs.input_ids, inputs.images, inputs.image_sizes)
+        assert batch["input_ids"].shape[1] == TEXT + (576 if merge is None else 2928)
+        ours = model.generate(inputs.input_ids, images=inputs.images, image_sizes=inputs.image_sizes,
+                              min_new_tokens=4, max_new_tokens=4)
+        assert torch.equal(reference_generate(hf, batch, 4), ours)
 
 
 def test_unpruned_flops_equal_the_calculator(outputs):
@@ -112,9 +153,9 @@ def test_timed_loop_equals_generate_and_times_the_selection():
 
 def test_graph_decode_mode_runs_and_says_so(tmp_path):
     record = run_benchmark(tmp_path, "--random-weights", "tiny", "--configs", str(VD64), "--batch-sizes", "2",
-                           "--repeats", "1", "--warmup", "1", "--cuda-graph-decode")
-    assert record["environment"]["mode"] == "eager prefill, CUDA-graph decode"
-    assert "Mode: eager prefill, CUDA-graph decode" in (tmp_path / "efficiency.md").read_text()
+                           "--repeats", "1", "--warmup", "1", "--cuda-graph-decode", "--no-transformers")
+    assert record["environment"]["mode"].startswith("CUDA graphs")
+    assert "Mode: CUDA graphs (ViT, prefill segments, decode" in (tmp_path / "efficiency.md").read_text()
     for r in record["results"]:
         assert r["status"] == "ok" and r["latency_ms"]["decode_per_token"]["n"] == 1
         # static buffers: the prompt's keys / values plus room for 3 new tokens, rounded up to 64-token buckets
@@ -183,8 +224,9 @@ def test_next_report_uses_the_next_reference(next_outputs):
     record, md = next_outputs
     cells = _results(record)
     assert record["reference"] == "none/llava_next" and record["settings"]["merge_type"] == "flat"
-    assert set(cells) == {(c, b) for c in NEXT_COUNTS for b in ("1", "2")}
+    assert set(cells) == {(c, b) for c in [*NEXT_COUNTS, "transformers"] for b in ("1", "2")}
     assert all(r["status"] == "ok" and r["ratio_to_unpruned"]["flops"] > 0 for r in cells.values())
+    assert cells[("transformers", "1")]["visual_per_layer"] == [2928] * 32  # its own spatial_unpad layout
     assert cells[("none/llava_next", "2")]["ratio_to_unpruned"]["flops"] == 1.0
     for label in ("| none | 2880.0 |", "| visiondrop 320 | 320.0 |", "5 sub-images", "## Batch 2"):
         assert label in md

@@ -24,7 +24,7 @@ QUESTIONS = ["<image>\nIs the woman to the left or to the right of the man holdi
 def generate_both(model, ids, images, mask=None, steps: int = STEPS):
     """(tokens, logits) of the eager decode and of the static-cache decode, EOS ignored."""
     kwargs = dict(images=images, attention_mask=mask, min_new_tokens=steps, max_new_tokens=steps, return_logits=True)
-    return model.generate(ids, **kwargs), model.generate(ids, cuda_graph=True, **kwargs)
+    return model.generate(ids, cuda_graph=False, **kwargs), model.generate(ids, cuda_graph=True, **kwargs)
 
 
 def padded_batch(tok, questions):
@@ -94,7 +94,7 @@ def test_flash_attention_is_refused(load_tiny):
     model.model.config._attn_implementation = "flash_attention_2"
     try:
         with pytest.raises(ValueError, match="sdpa or eager"):
-            model.decoder(cache, segments)
+            model.decoder(cache, segments, 2)
     finally:
         model.model.config._attn_implementation = attn
 
@@ -110,10 +110,34 @@ def test_graph_replay_equals_the_same_step_run_eagerly(load_tiny):
         batch = model.prepare_multimodal_batch(ids.to(model.device), mask.to(model.device),
                                                images.to(model.device, model.dtype), None)
         _, _, segments, _ = model.model.prefill(batch, cache)
-        step = model.decoder(cache, segments)
+        step = model.decoder(cache, segments, STEPS)
         assert isinstance(step, DecodeStep) and step.replay
         step.replay = replay
         token = torch.tensor([5, 7], device=model.device)
         logits = [step(token + i) for i in range(STEPS)]
         outputs.append(torch.stack(logits))
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_fused_decode_layers_equal_the_module_layers():
+    """The graph decode's fused layers (Triton RMSNorm / RoPE, fp16; Triton's interpreter on a CPU) give the
+    module layers' logits."""
+    from llava.bench.runner import make_inputs
+    from llava.model.random_weights import random_llava
+    from visiondrop.config import load_config
+
+    model = random_llava("tiny", torch.float16, TEST_DEVICE)
+    model.set_pruning(load_config(CONFIGS / "visiondrop" / "llava15_64.yaml"))
+    inputs = make_inputs(model, 2, 40)
+    outputs = []
+    with torch.no_grad():
+        for fused in (False, True):
+            cache = model.new_cache(4, cuda_graph=True)
+            batch = model.prepare_multimodal_batch(inputs.input_ids, None, inputs.images, None)
+            _, _, segments, _ = model.model.prefill(batch, cache)
+            step = DecodeStep(model, cache, segments, replay=False, fused=fused).load(cache, segments)
+            assert step.fused == fused
+            token = torch.tensor([5, 7], device=model.device)
+            outputs.append(torch.stack([step(token + i) for i in range(4)]))
+    assert_close(outputs[1], outputs[0], atol=2e-3, rtol=0)
+    assert torch.equal(outputs[1].argmax(-1), outputs[0].argmax(-1))

@@ -51,6 +51,37 @@ def add_ratios(results: list[Result], reference: str) -> None:
         r["ratio_to_unpruned"] = ratios
 
 
+TRANSFORMERS = "transformers"  # config key of the reference row (transformers' own LLaVA class, plain generate)
+
+
+def add_transformers_ratios(results: list[Result]) -> None:
+    """Set `ratio_to_transformers` on every measured result: end-to-end speed-up per G and TTFT speed-up against
+    the transformers row of the same batch label (None without one)."""
+    refs = {r["batch_label"]: r for r in results if r["config"] == TRANSFORMERS and r["status"] == "ok"}
+    for r in results:
+        base = refs.get(r["batch_label"])
+        if r["status"] != "ok" or base is None:
+            r["ratio_to_transformers"] = None
+            continue
+        lat, ref = r["latency_ms"], base["latency_ms"]
+        ratios = {f"speedup_e2e_G{g}": _ratio(_median(ref["e2e"].get(g)), _median(s)) for g, s in lat["e2e"].items()}
+        ratios["speedup_ttft"] = _ratio(_median(ref["ttft"]), _median(lat["ttft"]))
+        r["ratio_to_transformers"] = ratios
+
+
+def physical_limits(result: Result, weight_bytes: int, peak_hbm_tbs: float, peak_tflops: float) -> dict:
+    """Achieved fractions of the device's limits: a decode step reads the LLM weights + the KV cache (HBM bytes/s
+    against `peak_hbm_tbs`); the TTFT does the FLOPs of the run (lm_head over the last position) against
+    `peak_tflops`. Percentages are None where the time is missing."""
+    lat, batch = result["latency_ms"], result["batch"]
+    decode, ttft = _median(lat["decode_per_token"]), _median(lat["ttft"])
+    tbs = None if not decode else (weight_bytes + result["kv_analytic_bytes"]) / (decode * 1e-3) / 1e12
+    tflops = None if not ttft else result["flops_per_sample_lm_head_last"] * batch / (ttft * 1e-3) / 1e12
+    return {"decode_hbm_tbs": tbs, "decode_hbm_pct": None if tbs is None else 100 * tbs / peak_hbm_tbs,
+            "ttft_tflops": tflops, "ttft_tflops_pct": None if tflops is None else 100 * tflops / peak_tflops,
+            "weight_bytes": weight_bytes, "peak_hbm_tbs": peak_hbm_tbs, "peak_tflops": peak_tflops}
+
+
 def _f(value: float | None, fmt: str = ".1f") -> str:
     return "–" if value is None else format(value, fmt)
 
@@ -97,24 +128,27 @@ def batch_table(results: list[Result], g_short: str, g_long: str) -> list[str]:
     """Table 4 layout for one batch label."""
     head = (f"| method | # tokens | FLOPs (T/sample) | KV (MiB, batch) | peak mem (GB) | ViT / select / prefill / "
             f"decode (ms) | TTFT (ms) | e2e G={g_short} (ms) | e2e G={g_long} (ms) | speed-up G={g_short} / "
-            f"G={g_long} |")
-    lines = [head, "|---" * 10 + "|"]
+            f"G={g_long} | vs transformers G={g_short} / G={g_long} | % of limit: decode HBM / TTFT FLOP/s |")
+    lines = [head, "|---" * 12 + "|"]
     for r in results:
         name = r["label"] + (f" (b={r['batch']})" if r["batch_label"] == "max" and r.get("batch") else "")
         if r["status"] != "ok":
-            lines.append(f"| {name} | {r['status']} |" + " |" * 8)
+            lines.append(f"| {name} | {r['status']} |" + " |" * 10)
             continue
         lat, ratio = r["latency_ms"], r["ratio_to_unpruned"] or {}
+        hf, limit = r.get("ratio_to_transformers") or {}, r.get("physical") or {}
         kv = r["kv_analytic_bytes"] / 2**20
-        kv_cell = _f(kv) if r["kv_allocated_bytes"] == r["kv_analytic_bytes"] else \
+        kv_cell = _f(kv) if r["kv_allocated_bytes"] in (None, r["kv_analytic_bytes"]) else \
             f"{kv:.1f} (allocated {r['kv_allocated_bytes'] / 2**20:.1f})"
         peak = None if r["peak_memory_bytes"] is None else r["peak_memory_bytes"] / 1e9
         split = " / ".join(_ms(lat[k]) for k in ("vit", "select", "prefill", "decode_per_token"))
         speed = f"{_x(ratio.get(f'speedup_e2e_G{g_short}'))} / {_x(ratio.get(f'speedup_e2e_G{g_long}'))}"
+        vs_hf = f"{_x(hf.get(f'speedup_e2e_G{g_short}'))} / {_x(hf.get(f'speedup_e2e_G{g_long}'))}"
+        pct = f"{_f(limit.get('decode_hbm_pct'))} % / {_f(limit.get('ttft_tflops_pct'))} %"
         lines.append(
             f"| {name} | {_f(r['average_visual_tokens'])} | {_tflops(r['flops_per_sample']['total'])} | {kv_cell} "
             f"| {_f(peak, '.2f')} | {split} | {_ms(lat['ttft'], True)} | {_ms(lat['e2e'][g_short], True)} | "
-            f"{_ms(lat['e2e'][g_long], True)} | {speed} |")
+            f"{_ms(lat['e2e'][g_long], True)} | {speed} | {vs_hf} | {pct} |")
     return lines
 
 
@@ -154,7 +188,11 @@ def markdown(record: dict) -> str:
            f"{s['decode_repeats']} of them. TTFT = ViT + select + prefill (prefill includes splicing and the "
            "first token's lm_head). FLOPs: spec §2 with the measured per-layer counts, the ViT per sub-image, the "
            "projector over the tokens projected, lm_head over all prompt positions (paper convention). Speed-up = "
-           "unpruned time / time at the same batch.", ""]
+           "unpruned time / time at the same batch; \"vs transformers\" = the same against the `transformers generate` "
+           "row (transformers' own LLaVA / LLaVA-NeXT class on the same weights, unpruned, plain `generate`; NeXT: "
+           "its own spatial_unpad layout). % of limit: a decode step's HBM bytes (LLM weights + KV cache) / its time "
+           f"against {s.get('peak_hbm_tbs', 4.8):g} TB/s, and the FLOPs of the TTFT (lm_head over the last "
+           f"position) / the TTFT against {s.get('peak_tflops', 989):g} TFLOP/s.", ""]
     for b in labels:
         rows = [r for r in results if r["batch_label"] == b]
         if rows:

@@ -76,18 +76,21 @@ def cache_bytes(cache: DynamicCache | StaticKV) -> int:
 def generate_timed(model, inputs: BenchInputs, n_tokens: int, timer: SectionTimer,
                    on_prefill: Callable[[DynamicCache | StaticKV], None] | None = None,
                    cuda_graph: bool = False) -> torch.Tensor:
-    """`model.generate(min_new_tokens=max_new_tokens=n_tokens, cuda_graph=cuda_graph)` (greedy, EOS ignored),
-    step for step, with a timer mark at the start and after every generated token. Returns the tokens [B, n]."""
+    """`model.generate(min_new_tokens=max_new_tokens=n_tokens, cuda_graph=cuda_graph)` (greedy, EOS ignored;
+    `cuda_graph`: ViT, prefill segments and decode steps graph-replayed where they apply), step for step, with a
+    timer mark at the start and after every generated token. Returns the tokens [B, n]."""
     eos = model.config.eos_token_id
     timer.mark()
-    batch = model.prepare_multimodal_batch(inputs.input_ids, None, inputs.images, inputs.image_sizes)
+    with model.vision_graphs(cuda_graph):
+        batch = model.prepare_multimodal_batch(inputs.input_ids, None, inputs.images, inputs.image_sizes)
     cache = model.new_cache(n_tokens - 1, cuda_graph)
-    final, last_index, segments, model.last_stats = model.model.prefill(batch, cache)
+    graphs = model.decode_graphs if cuda_graph else None
+    final, last_index, segments, model.last_stats = model.model.prefill(batch, cache, graphs)
     if on_prefill is not None:
         on_prefill(cache)
     rows = torch.arange(final.shape[0], device=final.device)
     logits = model.lm_head(final[rows, last_index]).float()
-    decode = model.decoder(cache, segments)
+    decode = model.decoder(cache, segments, n_tokens - 1)
     tokens = []
     for step in range(n_tokens):
         if eos is not None:
@@ -202,8 +205,10 @@ def measure(model, inputs: BenchInputs, plan: Plan, timer: SectionTimer, cuda_gr
             return run_trial(model, inputs, n_tokens, timer, inspect, cuda_graph)
 
     cuda = inputs.input_ids.device.type == "cuda"
-    for _ in range(plan.warmup):
+    for n in range(plan.warmup):  # both lengths: graphs are captured on a shape's second use
         trial(plan.short)
+        if n < 2 and plan.long != plan.short:
+            trial(plan.long)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -64,9 +64,12 @@ def add_common_args(ap: argparse.ArgumentParser, max_new_tokens: int, conv_mode:
     g.add_argument("--top_p", type=float, default=None)
     g.add_argument("--num_beams", type=int, default=1, help="only 1 (greedy / sampling) is supported")
     g.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=max_new_tokens)
-    g.add_argument("--cuda-graph-decode", action="store_true",
-                   help="decode steps over a static KV cache replayed from CUDA graphs (faster; same answers up to "
-                        "floating-point summation order)")
+    fast = g.add_mutually_exclusive_group()
+    fast.add_argument("--eager-decode", action="store_true",
+                      help="the eager path (default on CUDA fp16/bf16: ViT, prefill segments and decode steps "
+                           "replayed from CUDA graphs; same answers up to floating-point summation order)")
+    fast.add_argument("--cuda-graph-decode", action="store_true",
+                      help="force the CUDA-graph path (already the default where it applies)")
     g = ap.add_argument_group("run")
     g.add_argument("--answers-file", required=True, help="answer JSONL (appended to; resumable)")
     g.add_argument("--overwrite", action="store_true", help="discard the answers already in --answers-file")
@@ -117,7 +120,7 @@ def run_settings(args: argparse.Namespace):
     settings = {"model_id": get_model_name_from_path(args.model_path), "model_path": str(args.model_path),
                 "config_file": config.source, "pruning": pruning, "conv_mode": args.conv_mode,
                 "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                "dtype": str(dtype).replace("torch.", ""), "cuda_graph_decode": args.cuda_graph_decode,
+                "dtype": str(dtype).replace("torch.", ""), "eager_decode": args.eager_decode,
                 "config_hash": config_hash(pruning), "code_version": code_version()}
     return config, settings
 
@@ -254,7 +257,8 @@ def generate_queries(queries: list[str], pil: list, tok, model, image_processor,
     out = model.generate(input_ids.to(model.device), images=images, image_sizes=sizes,
                          attention_mask=mask.to(model.device), max_new_tokens=args.max_new_tokens,
                          do_sample=args.temperature > 0, temperature=args.temperature, top_p=args.top_p,
-                         eos_token_id=tok.eos_token_id, pad_token_id=pad, cuda_graph=args.cuda_graph_decode)
+                         eos_token_id=tok.eos_token_id, pad_token_id=pad,
+                         cuda_graph=False if args.eager_decode else (True if args.cuda_graph_decode else None))
     per_layer = model.last_stats.visual_per_layer.cpu()
     results = []
     for row in range(len(queries)):

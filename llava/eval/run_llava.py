@@ -31,7 +31,7 @@ from visiondrop.config import ConfigError
 DEFAULTS = {"model_path": None, "model_base": None, "conv_mode": None, "sep": ",", "temperature": 0.2,
             "top_p": None, "num_beams": 1, "max_new_tokens": 512, "config": None, "set": [], "dominant": None,
             "contextual": None, "layer_list": None, "image_token_list": None, "vision_tower": None,
-            "device": "auto"}
+            "device": "auto", "eager_decode": False}
 
 
 def conv_mode_for(model_name: str) -> str:
@@ -90,7 +90,7 @@ def eval_model(args: Any) -> str:
     out = model.generate(ids, images=pixels, image_sizes=[im.size for im in images],
                          max_new_tokens=opts.max_new_tokens, do_sample=opts.temperature > 0,
                          temperature=opts.temperature, top_p=opts.top_p, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id or 0)
+                         pad_token_id=tokenizer.pad_token_id or 0, cuda_graph=False if opts.eager_decode else None)
     text = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
     print(text)
     return text
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image_token_list", default=None, help="released flag: llm.tokens")
     ap.add_argument("--vision-tower", default=None, help="local CLIP directory (overrides mm_vision_tower)")
     ap.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cuda, cpu")
+    ap.add_argument("--eager-decode", action="store_true", help="the eager path instead of the CUDA-graph one")
     return ap
 
 

@@ -2,7 +2,7 @@
 
 Model arguments (`--model_args k=v,...`): pretrained (checkpoint directory, required), config (pruning YAML;
 default unpruned), set (config overrides, `;`-separated: `set=encoder.dominant=48;llm.layers=[2,6,12]`),
-cuda_graph (decode over CUDA graphs), dtype (auto|float16|bfloat16|float32), device (auto|cpu|cuda|cuda:N),
+cuda_graph (default: the CUDA-graph path where it applies; false = eager), dtype (auto|float16|bfloat16|float32), device (auto|cpu|cuda|cuda:N),
 attn_implementation, vision_tower, conv_template (default vicuna_v1), record (sidecar path, see
 `llava.lmms.record`). `--batch_size` and `--device` of lmms-eval's CLI are honoured.
 Under `accelerate launch -m lmms_eval` (or torchrun) each process loads one model on its local GPU
@@ -33,7 +33,7 @@ class VisionDropLlava(lmms):
     is_simple = True
 
     def __init__(self, pretrained: str, config: str | None = None, set: str | None = None,  # noqa: A002
-                 batch_size: int | str = 1, cuda_graph: bool = False, device: str | None = None,
+                 batch_size: int | str = 1, cuda_graph: bool | None = None, device: str | None = None,
                  dtype: str = "auto", attn_implementation: str = "sdpa", vision_tower: str | None = None,
                  conv_template: str = "vicuna_v1", record: str = DEFAULT_RECORD, max_batch_size: int | None = None,
                  **unknown) -> None:
@@ -47,7 +47,7 @@ class VisionDropLlava(lmms):
         self._rank, local_rank, self._world_size = process_position(self.accelerator)
         device = device_for_process(device or "auto", local_rank, self._world_size)
         self.args = engine_args(pretrained, config, set, device, dtype, attn_implementation, vision_tower,
-                                conv_template, bool(cuda_graph))
+                                conv_template, cuda_graph)
         try:  # a config that cannot apply to this checkpoint fails here, before any request
             pruning, settings = run_settings(self.args)
             self._tokenizer, self._model, self.image_processor = load_for_args(self.args, pruning)
@@ -58,7 +58,7 @@ class VisionDropLlava(lmms):
         header = {"method": pruning.method, "config": settings["pruning"], "config_file": pruning.source,
                   "overrides": list(self.args.set), "model_id": settings["model_id"],
                   "model_path": settings["model_path"], "conv_mode": settings["conv_mode"],
-                  "dtype": settings["dtype"], "cuda_graph": settings["cuda_graph_decode"],
+                  "dtype": settings["dtype"], "eager_decode": settings["eager_decode"],
                   "batch_size": self.batch_size_per_gpu, "rank": self._rank, "world_size": self._world_size,
                   "device": str(self._model.device), "lmms_eval": version("lmms_eval")}
         self.record = VisualTokenRecord(record_path(record, settings["model_id"], label, self._rank), header)

@@ -15,8 +15,9 @@ from llava.eval.generation import add_common_args
 
 def engine_args(pretrained: str, config: str | None, overrides: str | None, device: str, dtype: str,
                 attn_implementation: str, vision_tower: str | None, conv_template: str,
-                cuda_graph: bool) -> argparse.Namespace:
-    """The LLaVA drivers' options for these model arguments (parsed by the drivers' own parser)."""
+                cuda_graph: bool | None) -> argparse.Namespace:
+    """The LLaVA drivers' options for these model arguments (parsed by the drivers' own parser); `cuda_graph`
+    None = the drivers' default (the CUDA-graph path where it applies), False = eager, True = forced."""
     argv = ["--model-path", str(pretrained), "--answers-file", "-", "--device", device, "--dtype", dtype,
             "--attn-implementation", attn_implementation, "--conv-mode", conv_template]
     if config:
@@ -26,8 +27,8 @@ def engine_args(pretrained: str, config: str | None, overrides: str | None, devi
             argv += ["--set", item.strip()]
     if vision_tower:
         argv += ["--vision-tower", str(vision_tower)]
-    if cuda_graph:
-        argv.append("--cuda-graph-decode")
+    if cuda_graph is not None:
+        argv.append("--cuda-graph-decode" if cuda_graph else "--eager-decode")
     parser = argparse.ArgumentParser(prog="visiondrop_llava", exit_on_error=False)
     add_common_args(parser, max_new_tokens=128)
     try:

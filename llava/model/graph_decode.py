@@ -8,6 +8,11 @@ the segments' first layers). A step writes the new token's key and value at its 
 written yet (and the padding), so it attends to the keys the eager step sees: same results up to floating-point
 summation order. Buffer lengths are rounded up to `bucket` tokens, so prompts of nearby lengths share buffers and
 graphs. On a CPU the same static step runs without capture (how the tests check it).
+
+The prefill's layer segments (between two pruning boundaries) are graph-replayed too when batch x tokens fits
+`prefill_max_tokens` (batch 1 and small batches, where the eager prefill is host-bound): a graph per (segment,
+exact shape, KV buffers), captured on the second prefill of that shape (one-off prompt lengths stay eager), all
+in one shared memory pool. Everything is dropped when the weights are replaced (`visiondrop.graphs`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from visiondrop.graphs import capture
+from llava.model.fused_decode import decode_layer, fused_applies
+from visiondrop.graphs import GraphCache, capture, weights_version
 
 
 class StaticKV:
@@ -29,6 +35,7 @@ class StaticKV:
         self.owner, self.new_tokens = owner, new_tokens
         self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.slots: dict[int, torch.Tensor] = {}
+
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
         if layer_idx in self.slots:
@@ -59,9 +66,10 @@ class _SegmentInputs:
 
 
 class DecodeStep:
-    """token [B] -> next-token logits [B, V] (fp32) for one generation; call it once per decode step."""
+    """token [B] -> next-token logits [B, V] (fp32) for one generation; call it once per decode step. `fused`:
+    the layers run with fused norms / RoPE (llava.model.fused_decode; None = when replayed, where they apply)."""
 
-    def __init__(self, model, cache: StaticKV, segments: list, replay: bool):
+    def __init__(self, model, cache: StaticKV, segments: list, replay: bool, fused: bool | None = None):
         self.model, self.cache, self.replay = model, cache, replay
         batch = segments[0].key_mask.shape[0]
         device = segments[0].key_mask.device
@@ -76,6 +84,9 @@ class DecodeStep:
                 torch.zeros(batch, capacity, dtype=torch.bool, device=device),
                 torch.zeros(batch, dtype=torch.long, device=device)))
         self.graph, self.logits = None, None
+        embeds = model.model.embed_tokens.weight
+        self.fused = (fused if fused is not None else replay) and all(
+            fused_applies(embeds, layer) for layer in model.model.layers)
 
     def load(self, cache: StaticKV, segments: list) -> DecodeStep:
         """Take a new prefill's state (same shapes): prompt key masks, lengths, next positions; step 0."""
@@ -99,7 +110,11 @@ class DecodeStep:
             for layer in range(seg.first, seg.stop):
                 self.cache.slots[layer] = slot
             mask, rope = lm._mask_and_rope(hidden, seg.key_mask, True, (seg.position + self.step)[:, None])
-            hidden = lm._run_layers(hidden, mask, rope, self.cache, seg.first, seg.stop)
+            if self.fused:
+                for layer in lm.layers[seg.first:seg.stop]:
+                    hidden = decode_layer(layer, hidden, rope, self.cache, mask)
+            else:
+                hidden = lm._run_layers(hidden, mask, rope, self.cache, seg.first, seg.stop)
         return self.model.lm_head(lm.norm(hidden)[:, -1]).float()
 
     def __call__(self, token: torch.Tensor) -> torch.Tensor:
@@ -117,13 +132,16 @@ class DecodeStep:
 
 
 class DecodeGraphs:
-    """KV buffers and captured decode steps of one model, reused by later generations of the same shapes; the
-    `capacity` most recently used step graphs (and only their buffers) are kept."""
+    """KV buffers, captured prefill segments and decode steps of one model, reused by later generations of the
+    same shapes; the `capacity` most recently used step graphs (and only their buffers) are kept."""
 
-    def __init__(self, model, bucket: int = 64, capacity: int = 2):
+    def __init__(self, model, bucket: int = 64, capacity: int = 2, prefill_max_tokens: int = 4096):
         self.model, self.bucket, self.capacity = model, bucket, capacity
+        self.prefill_max_tokens = prefill_max_tokens
         self._buffers: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._steps: OrderedDict[tuple, DecodeStep] = OrderedDict()
+        self.prefill = GraphCache(capacity=32, min_uses=2, shared_pool=True)
+        self.version = weights_version()
 
     def buffer_key(self, layer: int, like: torch.Tensor, length: int) -> tuple:
         """Identity of `layer`'s buffers for keys shaped like `like` and `length` tokens (rounded up to `bucket`)."""
@@ -139,17 +157,47 @@ class DecodeGraphs:
         return self._buffers[key]
 
     def new_cache(self, new_tokens: int) -> StaticKV:
-        """A cache for a prefill followed by `new_tokens` decode steps; buffers of evicted graphs are freed."""
+        """A cache for a prefill followed by `new_tokens` decode steps; buffers of evicted graphs are freed (and
+        the prefill graphs writing them)."""
+        if self.version != weights_version():
+            self.clear()
         kept = {k for sig in self._steps for k in sig[0]}
         self._buffers = {k: v for k, v in self._buffers.items() if k in kept}
+        self.prefill.drop(lambda key: set(key[-1]) <= kept)
         return StaticKV(self, new_tokens)
+
+    def prefill_layers(self, cache: StaticKV | None, hidden: torch.Tensor, mask, rope: tuple, first: int,
+                       stop: int) -> torch.Tensor:
+        """Layers [first, stop) of a prefill over `hidden`, their keys / values written into `cache`'s buffers
+        (None: not kept); replayed from a graph per shape when batch x tokens <= `prefill_max_tokens` on a GPU."""
+        lm = self.model.model
+        if not hidden.is_cuda or hidden.shape[:2].numel() > self.prefill_max_tokens:
+            return lm._run_layers(hidden, mask, rope, cache, first, stop)
+        keys, new_tokens = (), None
+        if cache is not None:
+            config = lm.config
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            like = hidden.new_empty(hidden.shape[0], config.num_key_value_heads, 0, head_dim)
+            new_tokens = cache.new_tokens
+            length = hidden.shape[1] + new_tokens
+            keys = tuple(self.buffer_key(layer, like, length) for layer in range(first, stop))
+            for layer in range(first, stop):  # allocated outside any capture (a graph only writes them)
+                cache.buffers[layer] = self.buffers(layer, like, length)
+
+        def run(h, cos, sin, *bias):
+            writer = None if new_tokens is None else StaticKV(self, new_tokens)  # writes cache's buffers
+            return (lm._run_layers(h, bias[0] if bias else None, (cos, sin), writer, first, stop),)
+
+        key = (first, stop, tuple(hidden.shape), hidden.dtype, None if mask is None else tuple(mask.shape), keys)
+        inputs = (hidden, *rope) if mask is None else (hidden, *rope, mask)
+        return self.prefill.run(key, run, *inputs)[0]
 
     def stepper(self, cache: StaticKV, segments: list) -> DecodeStep:
         """The decode step for a prefill that filled `cache` (graph-replayed on CUDA, captured on first use)."""
         if self.model.model.attn_implementation == "flash_attention_2":
             raise ValueError("CUDA-graph decode needs sdpa or eager attention (flash_attention_2 unpads per step)")
         replay = segments[0].key_mask.is_cuda
-        if replay and len({p.device for p in self.model.parameters()}) > 1:
+        if replay and not self.model.on_one_device():
             raise ValueError("CUDA-graph decode needs the whole model on one GPU")
         signature = (cache.signature, tuple(s.first_layer for s in segments))
         step = self._steps.get(signature)
@@ -164,3 +212,5 @@ class DecodeGraphs:
         """Free every buffer and graph."""
         self._buffers.clear()
         self._steps.clear()
+        self.prefill.clear()
+        self.version = weights_version()

@@ -86,7 +86,7 @@ class VisionDrop(Method):
         self.has_encoder_stage = options.encoder.enabled
         self.boundaries = tuple(options.llm.layers) if options.llm.enabled else ()
         self.compact_positions = options.llm.positions == "compact"
-        self.graphs = GraphCache()
+        self.graphs = GraphCache()  # one method per model (set_pruning builds it): layers keyed by index
 
     def _split(self, dominant: int, contextual: int) -> tuple[int, int]:
         return (dominant, contextual) if self.options.merge else (dominant + contextual, 0)
@@ -145,7 +145,7 @@ class VisionDrop(Method):
         run = functools.partial(dominant_contextual, layer=layer, dominant=d, contextual=c,
                                 fusion=self.options.fusion, fused=self._fused(layer_input, layer.self_attn.head_dim))
         if layer_input.is_cuda and layer_input.shape[:2].numel() <= self.options.llm.graph_max_tokens:
-            key = ("encoder", id(layer), tuple(layer_input.shape), layer_input.dtype, layer_input.device, d, c)
+            key = ("encoder", tuple(layer_input.shape), layer_input.dtype, layer_input.device, d, c)
             return self.graphs.run(key, run, layer_input, features)
         return run(layer_input, features)
 
@@ -182,7 +182,7 @@ class VisionDrop(Method):
             run = functools.partial(self._reduce_span, first=first, layer=layer, d=d, c=c,
                                     fused=self._fused(hidden, layer.self_attn.head_dim))
             if hidden.is_cuda and hidden.shape[0] * end <= opts.graph_max_tokens:
-                key = (id(layer), tuple(inputs[0].shape), hidden.dtype, hidden.device, first, d, c)
+                key = (layer.self_attn.layer_idx, tuple(inputs[0].shape), hidden.dtype, hidden.device, first, d, c)
                 return Reduction(*self.graphs.run(key, run, *inputs))
             return Reduction(*run(*inputs))
         # Text-guided scoring, or rows whose spans differ: per-row indices.

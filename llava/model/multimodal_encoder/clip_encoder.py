@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -9,13 +11,19 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 from transformers.utils import logging as hf_logging
 
+from visiondrop.graphs import GraphCache
+
 
 class CLIPVisionTower(nn.Module):
     """Wraps transformers' CLIPVisionModel as LLaVA does (`mm_vision_select_layer`, `..._select_feature`).
 
     `encode` returns features [n, T, C] and `origin` [n, T]: the tower token each output token stands for
-    (-1 for CLS, patches 0..P-1). Pruning-aware subclasses override `select` to reduce the tokens.
+    (-1 for CLS, patches 0..P-1). Pruning-aware subclasses override `select` to reduce the tokens. Inside
+    `graphed(True)` the CLIP layers of a call with at most `graph_max_tokens` tower tokens (images x tokens)
+    replay from a CUDA graph per input shape (captured on the second call of a shape); `select` runs outside it.
     """
+
+    graph_max_tokens = 4096
 
     def __init__(self, vision_tower: str, select_layer: int = -2, select_feature: str = "patch",
                  config: CLIPVisionConfig | None = None):
@@ -28,6 +36,17 @@ class CLIPVisionTower(nn.Module):
         # Built from a config (weights come from a checkpoint) or loaded from a directory / hub name.
         self.vision_tower = CLIPVisionModel(config) if config is not None else load_clip(vision_tower)
         self.vision_tower.requires_grad_(False)
+        self.graphs = GraphCache(capacity=4, min_uses=2)
+        self.replay_graphs = False
+
+    @contextmanager
+    def graphed(self, enabled: bool = True) -> Iterator[None]:
+        """While open, `encode` replays the CLIP layers from CUDA graphs where they apply (if `enabled`)."""
+        previous, self.replay_graphs = self.replay_graphs, enabled
+        try:
+            yield
+        finally:
+            self.replay_graphs = previous
 
     @property
     def config(self) -> CLIPVisionConfig:
@@ -65,10 +84,21 @@ class CLIPVisionTower(nn.Module):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[n, 3, H, W] pixels -> (features [n, T, C], origin [n, T])."""
-        out = self.vision_tower(images.to(self.dtype), output_hidden_states=True)
         index = self._layer_index()
-        layer = self.vision_tower.encoder.layers[index - 1]
-        return self.select(out.hidden_states[index - 1], out.hidden_states[index], layer)
+        pixels = images.to(self.dtype)
+        small = pixels.shape[0] * (self.num_patches + 1) <= self.graph_max_tokens
+        if self.replay_graphs and pixels.is_cuda and small:
+            key = (tuple(pixels.shape), pixels.dtype, index)
+            layer_input, features = self.graphs.run(key, self._selected_states, pixels)
+        else:
+            layer_input, features = self._selected_states(pixels)
+        return self.select(layer_input, features, self.vision_tower.encoder.layers[index - 1])
+
+    def _selected_states(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The selected layer's input and output hidden states [n, T, C]."""
+        out = self.vision_tower(pixels, output_hidden_states=True)
+        index = self._layer_index()
+        return out.hidden_states[index - 1], out.hidden_states[index]
 
     def select(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module):
         """Choose the output tokens from the selected layer's output (its input and module are for scorers)."""
