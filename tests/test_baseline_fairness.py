@@ -5,6 +5,7 @@ variant that result records and the table carry."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,7 @@ def test_fastv_released_window_on_the_tiny_model(tiny):
 def test_result_records_and_the_table_say_which_variant_ran(tmp_path):
     spec = importlib.util.spec_from_file_location("make_table", REPO / "scripts" / "make_table.py")
     make_table = importlib.util.module_from_spec(spec)
+    sys.modules["make_table"] = make_table  # its dataclasses look their module up there
     spec.loader.exec_module(make_table)
     fastv = load_config(CONFIGS / "fastv" / "llava15_64.yaml", ["decode=dynamic"]).to_dict()
     assert fastv["variant"] == "decode=dynamic, window_offset=0"

@@ -2,9 +2,9 @@
 
 Model arguments (`--model_args k=v,...`): pretrained (checkpoint directory, required), config (pruning YAML;
 default unpruned), set (config overrides, `;`-separated: `set=encoder.dominant=48;llm.layers=[2,6,12]`),
-cuda_graph (default: the CUDA-graph path where it applies; false = eager), dtype (auto|float16|bfloat16|float32), device (auto|cpu|cuda|cuda:N),
-attn_implementation, vision_tower, conv_template (default vicuna_v1), record (sidecar path, see
-`llava.lmms.record`). `--batch_size` and `--device` of lmms-eval's CLI are honoured.
+cuda_graph (default: the CUDA-graph path where it applies; false = eager), dtype (auto|float16|bfloat16|
+float32), device (auto|cpu|cuda|cuda:N), attn_implementation, vision_tower, conv_template (default vicuna_v1),
+record (sidecar path, see `llava.lmms.record`). `--batch_size` and `--device` of lmms-eval's CLI are honoured.
 Under `accelerate launch -m lmms_eval` (or torchrun) each process loads one model on its local GPU
 (`LOCAL_RANK`) and lmms-eval gives it its share of the documents (`RANK`, `WORLD_SIZE`)."""
 
