@@ -145,14 +145,14 @@ def test_loglikelihood_equals_a_direct_forward(load_tiny, tiny_path, config):
         full = tokenizer_image_token(build_prompt(question) + f" {continuation}</s>", tok, return_tensors="pt")
         n = len(full) - len(context)
         pixels, sizes = pixel_inputs([image], model, image_processor)
-        logits = model(full[None], images=pixels, image_processors=sizes)[0].float()
+        logits = model(full[None], images=pixels, image_sizes=sizes)[0].float()
         scores = logits.log_softmax(-1)[-n - 1:-1]
         expected = scores[torch.arange(n), full[-n:]].sum()
         assert_close(logprob, expected, atol=1e-4, rtol=1e-5)
         assert greedy == bool((scores.argmax(-1) == full[-n:]).all())
         assert sum(per_layer) / len(per_layer) == (64.0 if config else 576.0)
         # the first reply token's score equals the prefill logits of generation (KV-cache path)
-        _, step_logits = model.generate(context[None], images=pixels, image_processors=sizes, max_new_tokens=1,
+        _, step_logits = model.generate(context[None], images=pixels, image_sizes=sizes, max_new_tokens=1,
                                         return_logits=True)
         assert_close(scores[0], step_logits[0, 0].log_softmax(-1), atol=1e-4, rtol=1e-4)
     assert loglikelihood(Query(question, image), "", tok, model, image_processor, "vicuna_v1")[:2] == (0.0, True)

@@ -20,7 +20,7 @@ from llava.mm_utils import tokenizer_image_token
 
 DEFAULT_MAX_NEW_TOKENS = 128
 # generation_kwargs that carry no setting for this engine (lmms-eval's LLaVA wrapper ignores them too)
-IGNORED_GEN_KWARGS = {"image_aspect_ratio", "do_sample", "use_cache", "image_processors"}
+IGNORED_GEN_KWARGS = {"image_aspect_ratio", "do_sample", "use_cache", "image_sizes"}
 
 
 @dataclass
@@ -181,7 +181,7 @@ def loglikelihood(query: Query, continuation: str, tok, model, image_processor: 
     per-layer visual tokens) from one forward pass of the (pruned) model."""
     ids, n = continuation_tokens(query, continuation, tok, conv_mode)
     images, sizes = pixel_inputs([query.image] if query.image is not None else [], model, image_processor)
-    logits = model(ids[None].to(model.device), images=images, image_processors=sizes)[0]
+    logits = model(ids[None].to(model.device), images=images, image_sizes=sizes)[0]
     per_layer = [int(v) for v in model.last_stats.visual_per_layer[:, 0].tolist()]
     if n == 0:
         return 0.0, True, per_layer
