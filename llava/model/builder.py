@@ -153,10 +153,10 @@ def load_pretrained_model(
     config._attn_implementation = attn_implementation
     base = Path(model_base) if model_base is not None else None
     tokenizer_root = base or root
+    state, sources = read_weights(root) if base is None else weights_over_base(root, base)
     if not any((tokenizer_root / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):
         raise FileNotFoundError(f"model path {tokenizer_root} has no tokenizer files (tokenizer.model or "
                                 "tokenizer.json); copy them (with tokenizer_config.json) from the original checkpoint")
-    state, sources = read_weights(root) if base is None else weights_over_base(root, base)
     tokenizer = load_tokenizer(tokenizer_root)
     tower = resolve_vision_tower(config, root, vision_tower)
     separate_tower = not getattr(config, "unfreeze_mm_vision_tower", False)
