@@ -176,7 +176,8 @@ def test_code_version_follows_commits_and_source_edits(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["llava.eval.model_vqa_loader", "llava.eval.model_vqa_science",
-                                    "llava.eval.model_vqa_mmbench", "llava.eval.merge_chunks", "llava.eval.record"])
+                                    "llava.eval.model_vqa_mmbench", "llava.eval.merge_chunks", "llava.eval.record",
+                                    "llava.eval.model_vqa", "llava.eval.run_llava"])
 def test_help_does_not_import_torch(module):
     code = (f"import runpy, sys\nsys.argv = ['x', '--help']\ntry:\n    runpy.run_module({module!r}, "
             "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)")

@@ -22,11 +22,9 @@ from PIL import Image
 from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER
 from llava.conversation import build_prompt
 from llava.eval.generation import pruning_config, resolve_device_dtype
-from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
-from llava.mm_utils import load_image as load_image_file
-from llava.model.tiny import tiny_llava_path
-from llava.model.visiondrop_llava import load_model_for_eval
 from visiondrop.config import ConfigError
+
+# torch and the model are imported where they are used, so that `--help` answers at once.
 
 DEFAULTS = {"model_path": None, "model_base": None, "conv_mode": None, "sep": ",", "temperature": 0.2,
             "top_p": None, "num_beams": 1, "max_new_tokens": 512, "config": None, "set": [], "dominant": None,
@@ -46,6 +44,8 @@ def conv_mode_for(model_name: str) -> str:
 
 def load_image(image_file: str) -> Image.Image:
     """An RGB image from a file path or an http(s) URL; errors name the file or URL."""
+    from llava.mm_utils import load_image as load_image_file
+
     if not image_file.startswith("http"):
         return load_image_file(image_file)
     try:
@@ -65,6 +65,10 @@ def build_query(query: str, n_images: int) -> str:
 
 def eval_model(args: Any) -> str:
     """LLaVA's `eval_model`: load the model, answer `args.query` about `args.image_file`, print and return it."""
+    from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
+    from llava.model.tiny import tiny_llava_path
+    from llava.model.visiondrop_llava import load_model_for_eval
+
     fields = {**DEFAULTS, "image_file": None, "query": None}
     opts = argparse.Namespace(**{k: getattr(args, k, default) for k, default in fields.items()})
     if opts.num_beams != 1:
