@@ -339,7 +339,8 @@ def test_lmms_eval_cli_end_to_end_equals_the_loader_driver(cli_run, tiny_path):
     answers = folder / "loader.jsonl"
     assert model_vqa_loader.main(["--model-path", str(tiny_path), "--question-file", str(folder / "questions.jsonl"),
                                   "--image-folder", str(folder / "images"), "--answers-file", str(answers),
-                                  "--config", VD64, "--max-new-tokens", "4", "--device", "cpu"]) == 0
+                                  "--config", VD64, "--max-new-tokens", "4", "--device", "cpu",
+                                  "--temperature", "0", "--conv-mode", "vicuna_v1"]) == 0
     loader = [json.loads(line)["text"] for line in answers.read_text().splitlines()]
     vqa = samples(out, "vd_tiny_vqa")
     assert [r["doc_id"] for r in vqa] == [0, 1, 2, 3]  # --limit 4
