@@ -14,6 +14,15 @@ from transformers.utils import logging as hf_logging
 from visiondrop.graphs import GraphCache
 
 
+def selected_layer_index(num_layers: int, select_layer: int) -> int:
+    """Index into `hidden_states` (0 = embeddings) of a tower's selected feature: LLaVA's -2 = output of the
+    second-last layer; also the number of encoder layers that must run to produce it."""
+    n = num_layers + 1
+    index = select_layer if select_layer >= 0 else n + select_layer
+    if not 1 <= index < n:
+        raise ValueError(f"mm_vision_select_layer={select_layer} is outside a {num_layers}-layer tower")
+    return index
+
 class CLIPVisionTower(nn.Module):
     """Wraps transformers' CLIPVisionModel as LLaVA does (`mm_vision_select_layer`, `..._select_feature`).
 
@@ -74,12 +83,7 @@ class CLIPVisionTower(nn.Module):
         return self.vision_tower.embeddings.patch_embedding.weight.dtype
 
     def _layer_index(self) -> int:
-        """Index into `hidden_states` of the selected feature (LLaVA's -2 = output of the second-last layer)."""
-        n = self.config.num_hidden_layers + 1
-        index = self.select_layer if self.select_layer >= 0 else n + self.select_layer
-        if not 1 <= index < n:
-            raise ValueError(f"mm_vision_select_layer={self.select_layer} is outside a {n - 1}-layer tower")
-        return index
+        return selected_layer_index(self.config.num_hidden_layers, self.select_layer)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,7 +38,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 from transformers.models.clip.modeling_clip import CLIPAttention
 
-from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower, selected_layer_index
 
 NUM_FRAMES = 8
 ORIGINAL_VIDEO_PREFIX = "model.video_tower.video_tower."
@@ -102,14 +102,6 @@ class LanguageBindVideoTower(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.vision_tower.embeddings.patch_embedding.weight.dtype
 
-    def _layers_to_run(self) -> int:
-        """How many encoder layers produce `hidden_states[select_layer]` (index 0 = embeddings)."""
-        n = self.config.num_hidden_layers + 1
-        index = self.select_layer if self.select_layer >= 0 else n + self.select_layer
-        if not 1 <= index < n:
-            raise ValueError(f"mm_vision_select_layer={self.select_layer} is outside a {n - 1}-layer tower")
-        return index
-
     @torch.no_grad()
     def forward(self, videos: torch.Tensor) -> torch.Tensor:
         """[B, 3, T, H, W] normalised frames -> [B, T, tokens_per_frame, C] from the selected layer."""
@@ -121,7 +113,7 @@ class LanguageBindVideoTower(nn.Module):
         frames = videos.transpose(1, 2).reshape(b * t, 3, h, w).to(self.dtype)
         tower = self.vision_tower
         hidden = tower.pre_layrnorm(tower.embeddings(frames))
-        for i in range(self._layers_to_run()):
+        for i in range(selected_layer_index(self.config.num_hidden_layers, self.select_layer)):
             if self.temporal:
                 hidden = self.temporal_steps[i](hidden, t)
             hidden = tower.encoder.layers[i](hidden, None)
