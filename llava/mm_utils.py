@@ -1,4 +1,5 @@
-"""Image loading, CLIP preprocessing, anyres tiling and `<image>` prompt tokenization (spec §3-4)."""
+"""Image loading, CLIP preprocessing, anyres tiling and `<image>` prompt tokenization (docs/pipeline.md,
+'Tokenization' and 'Preprocessing')."""
 
 from __future__ import annotations
 

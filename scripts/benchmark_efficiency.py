@@ -1,4 +1,5 @@
-"""FLOPs, KV cache, peak memory, latency split and throughput of every config, in one run (efficiency spec).
+"""FLOPs, KV cache, peak memory, latency split and throughput of every config, in one run
+(docs/efficiency.md, 'Protocol').
 
     python scripts/benchmark_efficiency.py --random-weights llava15-7b --out results/efficiency \\
         --configs configs/visiondrop/llava15_64.yaml configs/*/llava15_64.yaml --batch-sizes 1,8,16,max
@@ -191,7 +192,7 @@ def display_order(configs: list[tuple[str, str, PruningConfig]]) -> list[str]:
 
 
 def environment(args: argparse.Namespace) -> dict:
-    """Device, driver, CUDA and library versions, dtype, attention backend and mode (spec §1)."""
+    """Device, driver, CUDA and library versions, dtype, attention backend and mode (docs/efficiency.md, 'Protocol')."""
     cuda = args.device.startswith("cuda")
     env = {"gpu": torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or platform.machine()})",
            "driver": _driver_version() if cuda else None, "cuda": torch.version.cuda if cuda else None,

@@ -8,7 +8,7 @@ VisionDrop rule (n1 = N/6 = 1.5 B at the encoder output is skipped here: the pre
 layer 0, the harder case for scoring). Batch 1, fp16, SDPA by default. The same stages run three ways, with
 identical results: the chunked torch score (eager), the Triton score (eager), and the Triton score with every
 stage replayed from a CUDA graph (the default on a GPU for small batches). Times are CUDA events on the device
-timeline (efficiency spec §6.2: events around the selection calls, no synchronisation inside the prefill); the
+timeline (docs/efficiency.md, 'Protocol': events around the selection calls, no synchronisation inside the prefill); the
 selection is also timed between device synchronisations (wall clock), an upper bound that adds the host work a
 running prefill hides.
 """
@@ -38,8 +38,8 @@ VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32
 
 class TimedReducer:
     """Delegates to a method and times each `reduce` call: CUDA events around it (device timeline, no sync: the
-    efficiency spec's protocol), or with `synchronize` the host wall time between two device synchronisations
-    (an upper bound that also counts host work the GPU would otherwise hide)."""
+    protocol of docs/efficiency.md, 'Protocol'), or with `synchronize` the host wall time between two device
+    synchronisations (an upper bound that also counts host work the GPU would otherwise hide)."""
 
     def __init__(self, method, synchronize: bool = False):
         self.method, self.synchronize, self.spans = method, synchronize, []

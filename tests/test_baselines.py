@@ -61,7 +61,7 @@ def per_layer(*groups: tuple[int, int]) -> list[int]:
     return [count for count, n in groups for _ in range(n)]
 
 
-# Per-layer visual counts of every shipped config, from the methods spec tables (2.4, 3, 4.2, 5, 6.2).
+# Per-layer visual counts of every shipped config, as docs/methods.md and docs/baselines.md give them.
 EXPECTED = {
     ("fastv", 192): per_layer((N, 2), (166, 30)),
     ("fastv", 128): per_layer((N, 2), (98, 30)),
@@ -74,7 +74,7 @@ EXPECTED = {
     ("sparsevlm", 64): per_layer((N, 3), (82, 4), (32, 9), (18, 16)),
     **{(m, b): per_layer((b, 32)) for m in ("visionzip", "vispruner") for b in (192, 128, 64, 32)},
 }
-# SparseVLM's published lists under the strict rule (3N + 4 s1 + 9 s2 + 16 s3) / 32 (spec 6.3).
+# SparseVLM's published lists under the strict rule (3N + 4 s1 + 9 s2 + 16 s3) / 32 (docs/methods.md, 'SparseVLM v1.5').
 SPARSEVLM_STRICT = {192: 206.5, 128: 145.40625, 64: 82.25}
 METHODS = ("fastv", "pdrop", "visionzip", "vispruner", "sparsevlm")
 QUESTIONS = ("<image>\nWhat is on the table next to the red cup?", "<image>\nIs it sunny?")
@@ -120,7 +120,7 @@ def test_infeasible_budget_explains_the_minimum(method, minimum):
 
 
 def test_fastv_keep_derived_from_the_budget():
-    for budget, keep in ((192, 166), (128, 98), (64, 30)):  # k = round((32 B - 2 N) / 30), spec 2.4
+    for budget, keep in ((192, 166), (128, 98), (64, 30)):  # k = round((32 B - 2 N) / 30), docs/methods.md, 'FastV'
         assert load_config(raw={"method": "fastv", "budget": budget}).options.keep == keep
     with pytest.raises(ConfigError, match="at least 2\\*576/32 = 36.0"):
         load_config(raw={"method": "fastv", "budget": 32})
@@ -129,7 +129,8 @@ def test_fastv_keep_derived_from_the_budget():
 
 
 def test_sparsevlm_recycling_counts():
-    # 576 -> keep 300, 276 pruned, 82 + 1 = 83 recycled into 8 + 1 = 9 clusters -> 309 (spec 6.2)
+    # 576 -> keep 300, 276 pruned, 82 + 1 = 83 recycled into 8 + 1 = 9 clusters -> 309
+    # (docs/methods.md, 'SparseVLM v1.5')
     method = SparseVLM(SparseVLMOptions(tokens=[300, 200, 110]))
     assert method.boundaries == (3, 7, 16) and method.stage_counts(N) == [309, 204, 113]
     assert SparseVLM(SparseVLMOptions(tokens=[600, 5, 5])).stage_counts(10) == [10, 6, 6]  # k = min(list, n-1)
@@ -247,7 +248,7 @@ def test_vispruner_important_and_diverse_by_hand():
 
 
 def reference_diverse(unit: list[list[float]], residual: list[int], n_keep: int) -> list[int]:
-    """The diverse-token rounds of spec 5.3 in plain Python."""
+    """The diverse-token rounds of docs/methods.md, 'VisPruner', in plain Python."""
     rest = list(residual)
     while len(rest) > n_keep:
         r = min(8, len(rest) - n_keep)

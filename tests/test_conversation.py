@@ -1,4 +1,4 @@
-"""Exact prompt strings of the conversation templates (spec §5)."""
+"""Exact prompt strings of the conversation templates (docs/pipeline.md, 'Prompts')."""
 
 import pytest
 

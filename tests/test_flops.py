@@ -1,4 +1,4 @@
-"""Tests for the analytic FLOPs / KV calculator against the spec and torch's FlopCounterMode."""
+"""Tests for the analytic FLOPs / KV calculator against docs/efficiency.md, 'Protocol', and torch's FlopCounterMode."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Image loading, CLIP preprocessing, pad and anyres helpers (spec §4)."""
+"""Image loading, CLIP preprocessing, pad and anyres helpers (docs/pipeline.md, 'Preprocessing')."""
 
 from pathlib import Path
 

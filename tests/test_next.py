@@ -22,7 +22,8 @@ from visiondrop.config import load_config, validate_budget
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIDE, P = 24, 576
-# Per-layer group counts on a 2x2 grid (n_sub = 5), methods spec 1.5; a 1x2 grid (n_sub = 3) keeps 3/5 of them.
+# Per-layer group counts on a 2x2 grid (n_sub = 5), docs/methods.md, 'Schedules'; a 1x2 grid (n_sub = 3) keeps
+# 3/5 of them.
 NEXT_COUNTS = {640: [960, 705, 515, 380], 320: [480, 350, 260, 190], 160: [240, 175, 130, 95]}
 FULL_RETENTION = ["encoder.enabled=false", "llm.tokens=[[576,0],[576,0],[576,0]]", "budget=2880"]
 
@@ -52,7 +53,7 @@ def pixels(model, images: list[Image.Image]) -> list[torch.Tensor]:
     return preprocess_images(images, "anyres", 336, model.config.image_grid_pinpoints)
 
 
-# ---- anyres geometry by hand (pipeline spec 4.3 table) -------------------------------------------------------
+# ---- anyres geometry by hand (docs/pipeline.md, 'Preprocessing') -----------------------------------------------
 
 # (w, h), grid (g_w, g_h), kept map rows x cols after unpad, LLM tokens (576 + rows * (cols + 1))
 TABLE = [((672, 672), (2, 2), (48, 48), 2928), ((640, 480), (2, 2), (36, 48), 2340),
@@ -242,7 +243,7 @@ def groups(*pairs: tuple[int, int]) -> list[int]:
     return [count for count, n in pairs for _ in range(n)]
 
 
-# Nominal geometry (N = 2880 = 5 x 576), methods spec 2.4, 3 and 4.2.
+# Nominal geometry (N = 2880 = 5 x 576), docs/methods.md, 'FastV', 'PDrop' and 'VisionZip'.
 NEXT_BASELINES = {
     ("fastv", 640): groups((2880, 2), (491, 30)), ("fastv", 320): groups((2880, 2), (149, 30)),
     ("pdrop", 640): groups((2880, 2), (1209, 6), (508, 8), (213, 16)),

@@ -1,4 +1,4 @@
-"""EvalAIAnswerProcessor (spec §7.10) and the VQA accuracy formula."""
+"""EvalAIAnswerProcessor (docs/pipeline.md, 'EvalAI answer normalisation') and the VQA accuracy formula."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Tiny offline tokenizer and `tokenizer_image_token` splicing ids (spec §3.1)."""
+"""Tiny offline tokenizer and `tokenizer_image_token` splicing ids (docs/pipeline.md, 'Tokenization')."""
 
 import json
 from pathlib import Path

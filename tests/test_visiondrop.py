@@ -90,7 +90,7 @@ def test_take_rows_gathers_per_row():
 
 
 def test_released_encoder_stride_example():
-    # methods spec 1.2: B = 32, d0 = 42, |R| = 535, c0 = 6 -> step 89, targets 0, 89, ..., 445.
+    # docs/methods.md, 'Encoder stage (s0)': B = 32, d0 = 42, |R| = 535, c0 = 6 -> step 89, targets 0, 89, ..., 445.
     _, targets = contextual_merge(torch.randn(535, 4), torch.randn(535, 4), 6)
     assert targets.tolist() == [0, 89, 178, 267, 356, 445]
 

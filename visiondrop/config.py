@@ -190,7 +190,7 @@ def check_feasible(cfg: PruningConfig, method) -> None:
     raise ConfigError(
         f"budget: {cfg.budget} is infeasible for {cfg.method} on {cfg.model}: decoder layers 0-{first - 1} run "
         f"before its first pruning point and process all {n_visual} visual tokens, so the average over "
-        f"{n_layers} layers is at least {first}*{n_visual}/{n_layers} = {minimum:.1f} (methods spec 0.2); "
+        f"{n_layers} layers is at least {first}*{n_visual}/{n_layers} = {minimum:.1f} (docs/methods.md, 'Accounting'); "
         "choose a budget at or above that minimum, or a method with an encoder stage (visionzip, vispruner, "
         "visiondrop)")
 

@@ -1,4 +1,4 @@
-"""Analytic FLOPs and KV-cache calculator following the efficiency spec §2 (FLOPs = 2 x MACs)."""
+"""Analytic FLOPs and KV-cache calculator following docs/efficiency.md, 'Protocol' (FLOPs = 2 x MACs)."""
 
 from __future__ import annotations
 

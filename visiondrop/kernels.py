@@ -1,4 +1,5 @@
-"""Triton kernels for VisionDrop's visual-to-visual score with the reference rounding points (methods spec §1.3).
+"""Triton kernels for VisionDrop's visual-to-visual score with the reference rounding points
+(docs/methods.md, 'LLM stages (s1–s3)').
 
 S_j = (1/N) sum_i fp16(mean_h fp16(softmax_fp32(fp16(fp16(q_i.k) / sqrt d) + causal)[j])) for visual queries
 i and visual keys j, where the softmax runs over the whole prefix (text before the image and earlier visual

@@ -1,4 +1,4 @@
-"""Analytic FLOPs and KV bytes of a measured run, from its per-layer visual counts (efficiency spec §2, §5)."""
+"""Analytic FLOPs and KV bytes of a measured run, from its per-layer visual counts (docs/efficiency.md, 'Protocol')."""
 
 from __future__ import annotations
 

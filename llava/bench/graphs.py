@@ -1,5 +1,5 @@
 """The decoder layers of a prefill captured in one CUDA graph per stage schedule, next to the same layers run
-eagerly (efficiency spec §6.7). Layers only: ViT, selection, splicing and lm_head are not included, and each
+eagerly (docs/efficiency.md, 'Protocol'). Layers only: ViT, selection, splicing and lm_head are not included, and each
 stage runs on static random hidden states of its measured length (shapes decide the time, not values)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Timed runs of the generation path (efficiency spec §6): ViT / selection / prefill / decode split, TTFT,
+"""Timed runs of the generation path (docs/efficiency.md, 'Protocol'): ViT / selection / prefill / decode split, TTFT,
 end-to-end time for a fixed number of generated tokens, KV bytes allocated, peak memory, largest batch."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from llava.mm_utils import get_anyres_image_grid_shape
 from llava.model.graph_decode import StaticKV
 from visiondrop.timing import SectionTimer
 
-NEXT_IMAGE_SIZE = (672, 672)  # efficiency spec §6.9: a 2x2 grid, 5 sub-images (2928 tokens unpadded, 2880 flat)
+# docs/efficiency.md, 'Protocol': a 2x2 grid, 5 sub-images (2928 tokens unpadded, 2880 flat)
+NEXT_IMAGE_SIZE = (672, 672)
 
 
 @dataclass
@@ -155,7 +156,8 @@ def summary(values: list[float]) -> dict[str, float] | None:
 
 
 def split_trials(trials: list[Trial], plan: Plan) -> dict:
-    """Per-part latency summaries (spec §6.2): ViT, selection, prefill, decode per token, TTFT, e2e per G."""
+    """Per-part latency summaries: ViT, selection, prefill, decode per token, TTFT, e2e per G (docs/efficiency.md,
+    'Protocol')."""
     parts: dict[str, list[float]] = {k: [] for k in ("vit", "select", "prefill", "ttft", "decode_per_token")}
     e2e = {g: [] for g in plan.points}
     wall = {g: [] for g in plan.points}

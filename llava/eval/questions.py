@@ -111,7 +111,8 @@ def read_loader_questions(question_file: str | Path, image_folder: str | Path = 
 
 def read_science_questions(question_file: str | Path, image_folder: str | Path = ".",
                            single_pred_prompt: bool = False) -> list[EvalItem]:
-    """ScienceQA `llava_test_CQM-A.json` (a JSON array); text-only problems get no image (spec §7.6)."""
+    """ScienceQA `llava_test_CQM-A.json` (a JSON array); text-only problems get no image
+    (docs/pipeline.md, 'ScienceQA')."""
     path, folder = Path(question_file), Path(image_folder)
     _require_file(path, "question file")
     try:

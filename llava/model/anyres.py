@@ -1,5 +1,5 @@
-"""LLaVA-NeXT (anyres): one image's sub-image features -> one visual segment (pipeline spec §4.3, methods
-spec §4.3).
+"""LLaVA-NeXT (anyres): one image's sub-image features -> one visual segment (docs/pipeline.md, 'Preprocessing';
+docs/methods.md, 'NeXT layout').
 
 Inputs are the projected features [n_sub, T, D] of the base image and its crops (row-major) and the tower's
 per-sub-image origins [n_sub, T] (patch index, -1 for CLS). Outputs are the segment [N, D] and image-wide
@@ -39,7 +39,7 @@ def _to_map(crops: torch.Tensor, grid_wh: tuple[int, int], side: int) -> torch.T
 def merge_spatial(features: torch.Tensor, origin: torch.Tensor, grid_wh: tuple[int, int], side: int,
                   image_size: tuple[int, int] | None = None,
                   newline: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stock NeXT merge: base, then the crops as one map in raster order (pipeline spec §4.3)."""
+    """Stock NeXT merge: base, then the crops as one map in raster order (docs/pipeline.md, 'Preprocessing')."""
     # spatial_unpad passes the original (w, h) as `image_size` (letterbox removed) and image_newline as
     # `newline` (closing every row); plain `spatial` passes neither.
     n_sub, n_tok, channels = features.shape
@@ -68,7 +68,7 @@ def merge_spatial(features: torch.Tensor, origin: torch.Tensor, grid_wh: tuple[i
 
 def merge_multicrop(features: torch.Tensor, origin: torch.Tensor, grid_wh: tuple[int, int], side: int,
                     dominant: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """VisionZip / VisionDrop layout of reduced sub-images [n_sub, d + c, D] (methods spec §4.3)."""
+    """VisionZip / VisionDrop layout of reduced sub-images [n_sub, d + c, D] (docs/methods.md, 'NeXT layout')."""
     # Per sub-image the first `dominant` tokens are dominant (CLS included), the rest contextual. Output: the
     # base as is (CLS, dominant, contextual); the crops' dominant patches in raster order over the full grid;
     # the crops' CLS tokens in crop order; all crops' contextual tokens, crop-major. No unpad, no newline.

@@ -1,4 +1,4 @@
-"""Decode steps over a static KV cache, replayed from a CUDA graph (efficiency spec §6.7, host-overhead-free mode).
+"""Decode steps over a static KV cache, replayed from a CUDA graph (docs/efficiency.md, 'Protocol': graph mode).
 
 An eager decode step launches ~15 kernels per decoder layer from Python: for a 7B model about 25 ms of host time
 per token against a few ms of GPU work, at any batch an evaluation uses. Here the prefill runs as usual (eager,

@@ -45,7 +45,7 @@ class LlavaMultimodalMixin:
         # A 4-D tensor [n, 3, H, W] is one view per image (LLaVA-1.5). A list of per-image stacks [1 + g, 3, S, S]
         # (or a 5-D tensor) is anyres: all sub-images go through one tower call, then each image's base and crops
         # are merged per config.mm_patch_merge_type, or in the multi-crop layout when the tower reduces tokens
-        # (encoder-stage methods, methods spec §4.3). `image_sizes` are the original (w, h) per image.
+        # (encoder-stage methods, docs/methods.md, 'NeXT layout'). `image_sizes` are the original (w, h) per image.
         if isinstance(images, torch.Tensor) and images.dim() == 4:
             features, origin = self.encode_images(images)
             return [(f, o, 1) for f, o in zip(features, origin)]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GQA test-dev balanced (spec §7.1): answers (one chunk per GPU) -> predictions file -> exact-match accuracy.
+# GQA test-dev balanced (docs/pipeline.md, 'GQA'): answers (one chunk per GPU) -> predictions file -> exact-match accuracy.
 # Usage: bash scripts/eval/gqa.sh [CONFIG.yaml] [driver options...]   (environment: see common.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 eval_setup "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MMBench (spec §7.2; MMB_LANG=cn for MMBench-CN, §7.3): answers per TSV row -> submission file, and
+# MMBench (docs/pipeline.md, 'MMBench'; MMB_LANG=cn for MMBench-CN): answers per TSV row -> submission file, and
 # CircularEval accuracy when the TSV has answers (dev split; the test split is scored on the server).
 # Usage: bash scripts/eval/mmbench.sh [CONFIG.yaml] [driver options...]   (environment: see common.sh; SPLIT)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

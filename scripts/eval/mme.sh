@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MME (spec §7.4): answers in question order -> per-category txt files -> official acc / acc+ / score (P, C, P+C).
+# MME (docs/pipeline.md, 'MME'): answers in question order -> per-category txt files -> official acc / acc+ / score (P, C, P+C).
 # Usage: bash scripts/eval/mme.sh [CONFIG.yaml] [driver options...]   (environment: see common.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 eval_setup "$@"

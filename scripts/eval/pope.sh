@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# POPE (spec §7.5): answers -> labels matched by (image, question) -> per-split acc/P/R/F1, mean acc and F1.
+# POPE (docs/pipeline.md, 'POPE'): answers -> labels matched by (image, question) -> per-split acc/P/R/F1, mean acc and F1.
 # Usage: bash scripts/eval/pope.sh [CONFIG.yaml] [driver options...]   (environment: see common.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 eval_setup "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ScienceQA test (spec §7.6): answers (text-only problems without image) -> letter parsing -> Accuracy, IMG-Accuracy.
+# ScienceQA test (docs/pipeline.md, 'ScienceQA'): answers (text-only problems without image) -> letter parsing -> Accuracy, IMG-Accuracy.
 # Usage: bash scripts/eval/sqa.sh [CONFIG.yaml] [driver options...]   (environment: see common.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 eval_setup "$@"

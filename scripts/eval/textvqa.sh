@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# TextVQA val with OCR tokens in the prompt (spec §7.8): answers -> VQA accuracy (EvalAI normalisation).
+# TextVQA val with OCR tokens in the prompt (docs/pipeline.md, 'TextVQA'): answers -> VQA accuracy (EvalAI normalisation).
 # Usage: bash scripts/eval/textvqa.sh [CONFIG.yaml] [driver options...]   (environment: see common.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 eval_setup "$@"

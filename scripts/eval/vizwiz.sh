@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# VizWiz test (spec §7.9): answers -> EvalAI upload file (scored on the server; local accuracy only with
+# VizWiz test (docs/pipeline.md, 'VizWiz'): answers -> EvalAI upload file (scored on the server; local accuracy only with
 # VIZWIZ_ANNOTATION=<VizWiz-format annotations of the questions>, e.g. on the val split).
 # Usage: bash scripts/eval/vizwiz.sh [CONFIG.yaml] [driver options...]   (environment: see common.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

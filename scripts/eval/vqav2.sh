@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# VQAv2 test-dev (spec §7.7): answers (one chunk per GPU) -> EvalAI upload over all test2015 questions
+# VQAv2 test-dev (docs/pipeline.md, 'VQAv2'): answers (one chunk per GPU) -> EvalAI upload over all test2015 questions
 # (scored on the server; local accuracy only with VQAV2_ANNOTATION=<official annotations>, e.g. val).
 # Usage: bash scripts/eval/vqav2.sh [CONFIG.yaml] [driver options...]   (environment: see common.sh; SPLIT)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

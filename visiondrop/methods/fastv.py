@@ -1,5 +1,5 @@
 """FastV: at the input of decoder layer K, keep the visual tokens the last prompt token attends to most in
-layer K-1 (methods spec §2). Static mode: pruned once in prefill, original positions kept (with gaps).
+layer K-1 (docs/methods.md, 'FastV'). Static mode: pruned once in prefill, original positions kept (with gaps).
 
 Named differences from the release (docs/baselines.md, "Fairness"): `decode` (the release re-prunes at every
 step without a cache: `dynamic`; the default `static` prunes once and keeps the cache) and `window_offset`
@@ -46,7 +46,7 @@ class FastVOptions:
 
 
 def fastv_keep(budget: float, n_visual: int, n_layers: int, first_pruned: int) -> int:
-    """Visual tokens kept after layer K so that the average over layers is `budget` (spec §2.4)."""
+    """Visual tokens kept after layer K so that the average over layers is `budget` (docs/methods.md, 'FastV')."""
     if budget * n_layers < first_pruned * n_visual:
         raise ValueError(f"budget {budget} is below FastV's minimum K*N/L = {first_pruned}*{n_visual}/{n_layers} "
                          f"= {first_pruned * n_visual / n_layers:.1f}")

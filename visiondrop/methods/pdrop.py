@@ -1,5 +1,5 @@
 """PyramidDrop: before each layer of `layers`, keep the floor(N0 * ratio^k) visual tokens the last instruction
-token attends to most (that layer's q/k + RoPE), in sequence order; compacted positions (methods spec §3)."""
+token attends to most (that layer's q/k + RoPE), in sequence order; compacted positions (docs/methods.md, 'PDrop')."""
 
 from __future__ import annotations
 

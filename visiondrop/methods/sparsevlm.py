@@ -1,6 +1,6 @@
 """SparseVLM v1.5: text raters chosen once from the embeddings; after each sparse layer, keep the visual tokens
 the raters attend to most in that layer's own attention and recycle part of the pruned ones into DPC-KNN
-cluster means placed after the kept tokens; compacted positions (methods spec §6).
+cluster means placed after the kept tokens; compacted positions (docs/methods.md, 'SparseVLM v1.5').
 
 Named differences from the release (docs/baselines.md, "Fairness"): `seed` (the release's 1e-6 density noise is
 unseeded; ours is drawn from a generator seeded per stage, one of the draws the release can make) and
@@ -53,7 +53,8 @@ def recycle_sizes(n_pruned: int) -> tuple[int, int]:
 
 
 def text_raters(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """Indices of the text tokens [t, D] rated above the mean by the visual embeddings [n, D] (spec §6.1.2)."""
+    """Indices of the text tokens [t, D] rated above the mean by the visual embeddings [n, D]
+    (docs/methods.md, 'SparseVLM v1.5')."""
     relevance = (visual @ text.T).softmax(dim=-1).mean(dim=0)
     raters = torch.nonzero(relevance > relevance.mean()).flatten()
     return raters if raters.numel() else torch.arange(text.shape[0], device=text.device)  # all equal: use all

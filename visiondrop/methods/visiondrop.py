@@ -1,6 +1,6 @@
 """VisionDrop: visual-only importance, dominant selection and contextual merging, at the vision-encoder
 output (stage s0) and before LLM layers 8/16/24 (stages s1-s3). Faithful to the released code by default
-(methods spec §1); every switch below is an ablation or a named clean option."""
+(docs/methods.md, 'VisionDrop'); every switch below is an ablation or a named clean option."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """VisionZip: dominant tokens (CLS + top CLS-attention patches) and contextual merged tokens at the CLIP
-output, before the projector; the LLM runs unchanged (methods spec §4).
+output, before the projector; the LLM runs unchanged (docs/methods.md, 'VisionZip').
 
 Named difference from the release (docs/baselines.md, "Fairness"): `cls_softmax` (default `tower`: the CLS
 attention softmax in the tower's dtype, as the release's patched CLIP attention: fp16 on NeXT, whose tower is
@@ -42,7 +42,8 @@ class VisionZip(Method):
     variant_fields = ("fusion", "cls_softmax")
 
     def tower_tokens(self, n_visual: int) -> int:
-        """(dominant + contextual) per sub-image: NeXT's nominal 2880 = 5 sub-images keeps 5x (spec 4.2/4.3)."""
+        """(dominant + contextual) per sub-image: NeXT's nominal 2880 = 5 sub-images keeps 5x
+        (docs/methods.md, 'VisionZip', 'NeXT layout')."""
         units = nominal_sub_images(n_visual)
         total, limit = self.options.dominant + self.options.contextual, n_visual // units + 1
         if total > limit:

@@ -1,5 +1,5 @@
 """VisPruner: important patches by CLS attention plus diverse patches by iterative similarity-based removal,
-at the CLIP output (CLS dropped), in ascending order; the LLM runs unchanged (methods spec §5).
+at the CLIP output (CLS dropped), in ascending order; the LLM runs unchanged (docs/methods.md, 'VisPruner').
 
 Named differences from the release (docs/baselines.md, "Fairness"): `ties` (the release sorts with an unstable
 argsort, so exact ties break differently run to run; default: ties go to the lowest list position, an order the
@@ -43,10 +43,10 @@ class VisPrunerOptions:
 
 def diverse_subset_batched(tokens: torch.Tensor, residual: torch.Tensor, n_keep: int, step: int = 8,
                            stable: bool = True) -> torch.Tensor:
-    """VisPruner's diverse tokens (methods spec §5) for every image at once: tokens [n, T, C], residual [n, R]
-    -> [n, n_keep]. Each round splits the list into a = even and b = odd positions, drops the r = min(step,
-    len - n_keep) a-tokens most similar to any b-token (max cosine) and continues with [remaining a, descending
-    similarity] + [all b]. Similarities are computed once in the dtype of `tokens`; every round runs with a
+    """VisPruner's diverse tokens (docs/methods.md, 'VisPruner') for every image at once: tokens [n, T, C],
+    residual [n, R] -> [n, n_keep]. Each round splits the list into a = even and b = odd positions, drops the
+    r = min(step, len - n_keep) a-tokens most similar to any b-token (max cosine) and continues with [remaining a,
+    descending similarity] + [all b]. Similarities are computed once in the dtype of `tokens`; every round runs with a
     leading image dim on list positions, with shapes known on the host (no device sync).
     """
     if n_keep <= 0:

@@ -1,4 +1,5 @@
-"""EvalAI answer normalisation (spec §7.10, reproduced with its quirks) and the VQA accuracy formula."""
+"""EvalAI answer normalisation, reproduced with its quirks, and the VQA accuracy formula (docs/pipeline.md,
+'EvalAI answer normalisation')."""
 
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ def vqa_accuracy(prediction: str, gt_answers: Sequence[str],
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: print the normalised form of each argument (and its VQA accuracy against --gt answers)."""
-    ap = argparse.ArgumentParser(description="EvalAI answer normalisation (spec §7.10).")
+    ap = argparse.ArgumentParser(
+        description="EvalAI answer normalisation (docs/pipeline.md, 'EvalAI answer normalisation').")
     ap.add_argument("answers", nargs="+", help="raw answer strings")
     ap.add_argument("--gt", nargs="*", default=None, help="ground-truth answers (normalised too)")
     args = ap.parse_args(argv)

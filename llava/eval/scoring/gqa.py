@@ -1,4 +1,4 @@
-"""GQA (spec §7.1): answers → official predictions file, and exact-match accuracy on test-dev balanced."""
+"""GQA (docs/pipeline.md, 'GQA'): answers → official predictions file, and exact-match accuracy on test-dev balanced."""
 
 from __future__ import annotations
 

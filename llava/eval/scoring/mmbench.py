@@ -1,4 +1,4 @@
-"""MMBench / MMBench-CN (spec §7.2–7.3): heuristic choice extraction, CircularEval, submission file."""
+"""MMBench / MMBench-CN (docs/pipeline.md, 'MMBench'): heuristic choice extraction, CircularEval, submission file."""
 
 from __future__ import annotations
 

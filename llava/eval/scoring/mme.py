@@ -1,4 +1,4 @@
-"""MME (spec §7.4): answers → per-category txt files and the official acc / acc+ / score calculation."""
+"""MME (docs/pipeline.md, 'MME'): answers → per-category txt files and the official acc / acc+ / score calculation."""
 
 from __future__ import annotations
 

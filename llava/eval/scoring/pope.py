@@ -1,4 +1,4 @@
-"""POPE (spec §7.5): match answers to labels by (category, image, normalised question) and score per split."""
+"""POPE (docs/pipeline.md, 'POPE'): match answers to labels by (category, image, question), score per split."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ScienceQA (spec §7.6): letter parsing, overall Accuracy and IMG-Accuracy from llava_test_CQM-A.json."""
+"""ScienceQA (docs/pipeline.md, 'ScienceQA'): letter parsing, Accuracy and IMG-Accuracy from llava_test_CQM-A.json."""
 
 from __future__ import annotations
 

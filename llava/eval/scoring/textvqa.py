@@ -1,4 +1,4 @@
-"""TextVQA (spec §7.8): match answers to annotations by (image_id, question.lower()); VQA accuracy."""
+"""TextVQA (docs/pipeline.md, 'TextVQA'): match answers to annotations by (image_id, question.lower()); VQA accuracy."""
 
 from __future__ import annotations
 

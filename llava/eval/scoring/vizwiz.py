@@ -1,4 +1,4 @@
-"""VizWiz (spec §7.9): EvalAI submission file (every question must have a prediction), optional local acc."""
+"""VizWiz (docs/pipeline.md, 'VizWiz'): EvalAI upload (every question must have a prediction), optional local acc."""
 
 from __future__ import annotations
 

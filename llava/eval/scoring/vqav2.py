@@ -1,4 +1,4 @@
-"""VQAv2 (spec §7.7): EvalAI submission file over all test questions, and local accuracy with annotations."""
+"""VQAv2 (docs/pipeline.md, 'VQAv2'): EvalAI upload over all test questions, and local accuracy with annotations."""
 
 from __future__ import annotations
 
