@@ -2,8 +2,9 @@
 
 Runs the GQA and POPE evaluation path end to end (question files -> answers -> scores -> result JSONs -> table)
 on the bundled tiny random LLaVA-1.5-shaped checkpoint, unpruned and with VisionDrop at 64 tokens, using real
-GQA / POPE questions (from ../shared/data/llava_eval when present, else a few built-in ones) and generated
-stand-in images. The numbers only show that the pipeline works. Usage: python scripts/demo.py [--out DIR]
+GQA / POPE questions (a few lines shipped in tests/data/gqa_pope, or --eval-data: a folder laid out like LLaVA's
+playground/data/eval) and generated stand-in images. The numbers only show that the pipeline works.
+Usage: python scripts/demo.py [--out DIR] [--eval-data DIR]
 """
 
 from __future__ import annotations
@@ -34,13 +35,6 @@ from make_table import build_table  # noqa: E402
 BANNER = "PIPELINE DEMO on a tiny random model — not a result"
 MARKER = ".visiondrop-demo"  # marks a folder the demo made; only its data/ and results/ are ever removed
 CONFIGS = ("configs/none/llava15.yaml", "configs/visiondrop/llava15_64.yaml")
-SUFFIX = "\nAnswer the question using a single word or phrase."
-BUILTIN_GQA = [("201307251", "n161313.jpg", "Is it overcast?"),
-               ("201640614", "n235859.jpg", "Who is wearing the dress?"),
-               ("202225914", "n109219.jpg", "Does the utensil on top of the table look clean and black?")]
-BUILTIN_POPE = [(1, "COCO_val2014_000000310196.jpg", "Is there a snowboard in the image?", "adversarial", "yes"),
-                (2, "COCO_val2014_000000310196.jpg", "Is there a backpack in the image?", "adversarial", "no"),
-                (10000001, "COCO_val2014_000000310196.jpg", "Is there a car in the image?", "random", "no")]
 
 
 def stand_in_image(name: str, path: Path) -> None:
@@ -79,20 +73,15 @@ def take(path: Path, n: int, per_category: bool = False) -> list[dict]:
     return rows
 
 
-def build_data(data: Path, shared: Path, n: int) -> str:
+def build_data(data: Path, source: Path, n: int) -> str:
     """Question files, stand-in images and label files for GQA and POPE; return where the questions came from."""
-    gqa_file, pope_file = shared / "gqa/llava_gqa_testdev_balanced.jsonl", shared / "pope/llava_pope_test.jsonl"
-    real = gqa_file.is_file() and pope_file.is_file() and (shared / "pope/coco").is_dir()
-    if real:
-        gqa, pope = take(gqa_file, n), take(pope_file, n, per_category=True)
-        shutil.copytree(shared / "pope/coco", data / "pope/coco")
-    else:
-        gqa = [{"question_id": q, "image": i, "text": t + SUFFIX, "category": "default"} for q, i, t in BUILTIN_GQA]
-        pope = [{"question_id": q, "image": i, "text": t + SUFFIX, "category": c} for q, i, t, c, _ in BUILTIN_POPE]
-        for cat in ("adversarial", "random"):
-            write_jsonl(data / f"pope/coco/coco_pope_{cat}.json",
-                        [{"question_id": q, "image": i, "text": t, "label": lab}
-                         for q, i, t, c, lab in BUILTIN_POPE if c == cat])
+    gqa_file, pope_file = source / "gqa/llava_gqa_testdev_balanced.jsonl", source / "pope/llava_pope_test.jsonl"
+    for needed in (gqa_file, pope_file, source / "pope/coco"):
+        if not needed.exists():
+            raise SystemExit(f"error: --eval-data {source} has no {needed.relative_to(source)}; give a folder laid out "
+                             "like LLaVA's playground/data/eval (default: tests/data/gqa_pope)")
+    gqa, pope = take(gqa_file, n), take(pope_file, n, per_category=True)
+    shutil.copytree(source / "pope/coco", data / "pope/coco")
     write_jsonl(data / "gqa/llava_gqa_testdev_balanced.jsonl", gqa)
     write_jsonl(data / "pope/llava_pope_test.jsonl", pope)
     # GQA ground truth is not redistributable here: every question gets the stand-in answer "yes".
@@ -103,7 +92,7 @@ def build_data(data: Path, shared: Path, n: int) -> str:
         stand_in_image(row["image"], data / "gqa/data/images" / row["image"])
     for row in pope:
         stand_in_image(row["image"], data / "pope/val2014" / row["image"])
-    return f"{len(gqa)} GQA + {len(pope)} POPE questions from " + (str(shared) if real else "built-in examples")
+    return f"{len(gqa)} GQA + {len(pope)} POPE questions from {source}"
 
 
 def run_config(config: str, model: Path, data: Path, results: Path, gen_args: list[str]) -> None:
@@ -156,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=BANNER)
     ap.add_argument("--out", default=str(REPO / "playground" / "demo"),
                     help="work folder: new, empty, or one of an earlier demo run (its data/ and results/ are redone)")
-    ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data" / "llava_eval"),
-                    help="folder with the real LLaVA question files")
+    ap.add_argument("--eval-data", default=str(REPO / "tests" / "data" / "gqa_pope"),
+                    help="folder with LLaVA's GQA and POPE question files and POPE labels, in its playground layout")
     ap.add_argument("--questions", type=int, default=6, help="questions per benchmark")
     ap.add_argument("--max-new-tokens", type=int, default=16, help="random weights never stop early: keep it small")
     ap.add_argument("--batch-size", type=int, default=6)
@@ -172,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== {BANNER} ==")
     model = tiny_llava_path()
     print(f"model: {model} (random weights; answers are gibberish)")
-    print("data: " + build_data(data, Path(args.shared), args.questions) + f"; stand-in images; folder {out}")
+    print("data: " + build_data(data, Path(args.eval_data), args.questions) + f"; stand-in images; folder {out}")
     gen_args = ["--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size)]
     for config in CONFIGS:
         print(f"config {config}:")

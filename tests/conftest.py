@@ -1,5 +1,5 @@
 """Shared fixtures: the tiny random LLaVA-1.5-shaped checkpoint (built once per session, original layout),
-prompts from the real GQA question file, and stand-in images."""
+prompts from real GQA question lines shipped in tests/data, and stand-in images."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "llava_eval"
+GQA_POPE = Path(__file__).resolve().parent / "data" / "gqa_pope"  # real GQA / POPE lines, sources in data/README.md
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,11 +53,9 @@ def load_tiny(tiny_path):
 
 @pytest.fixture(scope="session")
 def gqa_questions() -> list[dict]:
-    path = SHARED_EVAL / "gqa" / "llava_gqa_testdev_balanced.jsonl"
-    if not path.is_file():
-        pytest.skip(f"shared data not found at {path}")
-    with path.open() as f:
-        return [json.loads(next(f)) for _ in range(8)]
+    """The first 8 questions of LLaVA's GQA test-dev file."""
+    path = GQA_POPE / "gqa" / "llava_gqa_testdev_balanced.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def encode_prompt(tokenizer, question_text: str) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Builds a tiny DATA_ROOT laid out like playground/data/eval: a few real LLaVA questions per benchmark,
-stand-in images and hand-made minimal ground-truth files (used by tests/test_eval_pipeline.py)."""
+"""Builds a tiny DATA_ROOT laid out like playground/data/eval: a few real LLaVA questions per benchmark (shipped
+in tests/data/llava_eval), stand-in images and hand-made minimal ground-truth files (used by
+tests/test_eval_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-SHARED_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "llava_eval"
+LLAVA_EVAL = Path(__file__).resolve().parent / "data" / "llava_eval"
 
 
 def stand_in_image(name: str, size: tuple[int, int] = (64, 48)) -> Image.Image:
@@ -30,17 +31,11 @@ def save_image(path: Path, name: str) -> None:
     stand_in_image(name).save(path)
 
 
-def first_lines(rel: str, n: int, keep=lambda row: True) -> list[dict]:
-    """The first n rows of a shared question file that satisfy keep."""
-    rows = []
-    with (SHARED_EVAL / rel).open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if keep(row):
-                rows.append(row)
-            if len(rows) == n:
-                break
-    return rows
+def first_lines(rel: str, n: int) -> list[dict]:
+    """The first n rows of a shipped question file."""
+    lines = (LLAVA_EVAL / rel).read_text(encoding="utf-8").splitlines()
+    assert len(lines) >= n, f"{LLAVA_EVAL / rel} holds {len(lines)} lines, {n} wanted"
+    return [json.loads(line) for line in lines[:n]]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -67,12 +62,12 @@ def build_gqa(root: Path, n: int = 2) -> list[dict]:
 def build_pope(root: Path, n: int = 2) -> list[dict]:
     rows = with_images(first_lines("pope/llava_pope_test.jsonl", n), root / "pope/val2014")
     write_jsonl(root / "pope/llava_pope_test.jsonl", rows)
-    shutil.copytree(SHARED_EVAL / "pope/coco", root / "pope/coco")
+    shutil.copytree(LLAVA_EVAL / "pope/coco", root / "pope/coco")
     return rows
 
 
 def build_mme(root: Path) -> list[dict]:
-    rows = first_lines("MME/llava_mme.jsonl", 2, lambda r: r["category"] == "artwork")
+    rows = first_lines("MME/llava_mme.jsonl", 2)  # two questions on one artwork image
     release = root / "MME/MME_Benchmark_release_version"
     with_images(rows, release)
     stem = Path(rows[0]["image"]).stem
@@ -113,8 +108,7 @@ def build_vqav2(root: Path) -> list[dict]:
 
 
 def build_sqa(root: Path) -> list[dict]:
-    data = json.loads((SHARED_EVAL / "scienceqa/llava_test_CQM-A.json").read_text())
-    picked = [next(d for d in data if "image" not in d), next(d for d in data if "image" in d)]
+    picked = json.loads((LLAVA_EVAL / "scienceqa/llava_test_CQM-A.json").read_text())  # text only, then with image
     for d in picked:
         if "image" in d:
             save_image(root / "scienceqa/images/test" / d["image"], d["image"])

@@ -14,13 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from eval_data import BUILDERS, SHARED_EVAL, build_gqa
+from eval_data import BUILDERS, build_gqa
 
 from llava.eval import merge_chunks, model_vqa_loader
 
 REPO = Path(__file__).resolve().parents[1]
 VD64 = str(REPO / "configs/visiondrop/llava15_64.yaml")
-pytestmark = pytest.mark.skipif(not SHARED_EVAL.is_dir(), reason=f"shared data not found at {SHARED_EVAL}")
 
 # benchmark script -> (data builder, answer file under DATA_ROOT, result name, config, expected answers)
 SCRIPTS = {

@@ -13,7 +13,7 @@ from llava.model.graph_decode import DecodeStep, StaticKV
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STEPS = 6
-# GQA-style questions written out here (not read from ../shared), so the file also runs on a GPU machine.
+# GQA-style questions of different lengths, hand-written (the padded batch needs unequal prompts).
 QUESTIONS = ["<image>\nIs the woman to the left or to the right of the man holding the umbrella?\n"
              "Answer the question using a single word or phrase.",
              "<image>\nWhat is the color of the large vehicle?\nAnswer the question using a single word or phrase.",

@@ -1,14 +1,14 @@
-"""POPE parsing, label matching by (image, normalised question), metrics, and the real shared files."""
+"""POPE parsing, label matching by (image, normalised question), metrics, and real question and label lines."""
 
 import json
 from pathlib import Path
 
 import pytest
+from conftest import GQA_POPE
 
 from llava.eval.scoring.common import read_jsonl
 from llava.eval.scoring.pope import load_label_dir, main, normalize_question, parse_pope_answer, score_pope
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "llava_eval"
 SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
@@ -97,15 +97,15 @@ def test_pope_cli_strict_default(tmp_path: Path) -> None:
     assert record["main_value"] == pytest.approx((200 / 3 + 100) / 2)
 
 
-@pytest.mark.skipif(not (SHARED / "pope").is_dir(), reason=f"shared POPE data not found at {SHARED / 'pope'}")
-def test_pope_real_files_match() -> None:
-    questions = read_jsonl(SHARED / "pope" / "llava_pope_test.jsonl")
-    assert len(questions) == 8910
+def test_pope_real_lines_match() -> None:
+    """Real lines: label question_ids restart per category, one question has the `imange` typo, and the question
+    file skips a random label (label 18), so only (image, normalised question) pairs them up."""
+    questions = read_jsonl(GQA_POPE / "pope" / "llava_pope_test.jsonl")
+    labels = load_label_dir(GQA_POPE / "pope" / "coco")
+    assert "imange" in questions[2]["text"] and [r["question_id"] for r in labels["random"]] == [17, 18, 19]
     answers = [{"question_id": q["question_id"], "prompt": q["text"], "text": "Yes"} for q in questions]
-    m = score_pope(answers, questions, load_label_dir(SHARED / "pope" / "coco"), strict=True)
-    assert m["unmatched_answers"] == 0
-    assert m["unused_labels"] == 90
-    assert m["unused_labels_per_category"] == {"adversarial": 0, "popular": 0, "random": 90}
-    counts = {c: v["n"] for c, v in m["categories"].items()}
-    assert counts == {"adversarial": 3000, "popular": 3000, "random": 2910}
-    assert m["duplicate_answers"] == 0
+    m = score_pope(answers, questions, labels, strict=True)
+    assert m["unmatched_answers"] == 0 and m["duplicate_answers"] == 0
+    assert m["unused_labels_per_category"] == {"adversarial": 0, "popular": 0, "random": 1}
+    counts = {c: (v["n"], v["tp"], v["fp"]) for c, v in m["categories"].items()}
+    assert counts == {"adversarial": (3, 2, 1), "popular": (2, 1, 1), "random": (2, 2, 0)}
