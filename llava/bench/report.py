@@ -27,46 +27,51 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return None if num is None or not den else num / den
 
 
-def add_ratios(results: list[Result], reference: str) -> None:
-    """Set `ratio_to_unpruned` on every measured result: speed-ups (reference time / time), throughput, FLOPs,
-    KV and peak-memory ratios (value / reference), against the reference run of the same batch label."""
+def _set_ratios(results: list[Result], reference: str, key: str, ratios_of) -> None:
+    """Set `key` on every result to `ratios_of(result, reference result of the same batch label)`, or None for a
+    result that did not run or has no reference."""
     refs = {r["batch_label"]: r for r in results if r["config"] == reference and r["status"] == "ok"}
     for r in results:
         base = refs.get(r["batch_label"])
-        if r["status"] != "ok" or base is None:
-            r["ratio_to_unpruned"] = None
-            continue
-        lat, ref_lat = r["latency_ms"], base["latency_ms"]
-        ratios = {
-            "flops": _ratio(r["flops_per_sample"]["total"], base["flops_per_sample"]["total"]),
-            "kv": _ratio(r["kv_analytic_bytes"] / r["batch"], base["kv_analytic_bytes"] / base["batch"]),
-            "peak_memory": _ratio(r["peak_memory_bytes"], base["peak_memory_bytes"]),
-        }
-        for part in ("ttft", "prefill", "decode_per_token"):
-            ratios[f"speedup_{part}"] = _ratio(_median(ref_lat[part]), _median(lat[part]))
-        for g in lat["e2e"]:
-            ratios[f"speedup_e2e_G{g}"] = _ratio(_median(ref_lat["e2e"][g]), _median(lat["e2e"][g]))
-        for key, value in r["throughput"].items():
-            ratios[f"throughput_{key}"] = _ratio(value, base["throughput"][key])
-        r["ratio_to_unpruned"] = ratios
+        r[key] = None if r["status"] != "ok" or base is None else ratios_of(r, base)
+
+
+def _unpruned_ratios(r: Result, base: Result) -> dict:
+    lat, ref_lat = r["latency_ms"], base["latency_ms"]
+    ratios = {
+        "flops": _ratio(r["flops_per_sample"]["total"], base["flops_per_sample"]["total"]),
+        "kv": _ratio(r["kv_analytic_bytes"] / r["batch"], base["kv_analytic_bytes"] / base["batch"]),
+        "peak_memory": _ratio(r["peak_memory_bytes"], base["peak_memory_bytes"]),
+    }
+    for part in ("ttft", "prefill", "decode_per_token"):
+        ratios[f"speedup_{part}"] = _ratio(_median(ref_lat[part]), _median(lat[part]))
+    for g in lat["e2e"]:
+        ratios[f"speedup_e2e_G{g}"] = _ratio(_median(ref_lat["e2e"][g]), _median(lat["e2e"][g]))
+    for key, value in r["throughput"].items():
+        ratios[f"throughput_{key}"] = _ratio(value, base["throughput"][key])
+    return ratios
+
+
+def add_ratios(results: list[Result], reference: str) -> None:
+    """Set `ratio_to_unpruned` on every measured result: speed-ups (reference time / time), throughput, FLOPs,
+    KV and peak-memory ratios (value / reference), against the reference run of the same batch label."""
+    _set_ratios(results, reference, "ratio_to_unpruned", _unpruned_ratios)
 
 
 TRANSFORMERS = "transformers"  # config key of the reference row (transformers' own LLaVA class, plain generate)
 
 
+def _transformers_ratios(r: Result, base: Result) -> dict:
+    lat, ref = r["latency_ms"], base["latency_ms"]
+    ratios = {f"speedup_e2e_G{g}": _ratio(_median(ref["e2e"].get(g)), _median(s)) for g, s in lat["e2e"].items()}
+    ratios["speedup_ttft"] = _ratio(_median(ref["ttft"]), _median(lat["ttft"]))
+    return ratios
+
+
 def add_transformers_ratios(results: list[Result]) -> None:
     """Set `ratio_to_transformers` on every measured result: end-to-end speed-up per G and TTFT speed-up against
     the transformers row of the same batch label (None without one)."""
-    refs = {r["batch_label"]: r for r in results if r["config"] == TRANSFORMERS and r["status"] == "ok"}
-    for r in results:
-        base = refs.get(r["batch_label"])
-        if r["status"] != "ok" or base is None:
-            r["ratio_to_transformers"] = None
-            continue
-        lat, ref = r["latency_ms"], base["latency_ms"]
-        ratios = {f"speedup_e2e_G{g}": _ratio(_median(ref["e2e"].get(g)), _median(s)) for g, s in lat["e2e"].items()}
-        ratios["speedup_ttft"] = _ratio(_median(ref["ttft"]), _median(lat["ttft"]))
-        r["ratio_to_transformers"] = ratios
+    _set_ratios(results, TRANSFORMERS, "ratio_to_transformers", _transformers_ratios)
 
 
 def physical_limits(result: Result, weight_bytes: int, peak_hbm_tbs: float, peak_tflops: float) -> dict:
