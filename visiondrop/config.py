@@ -1,8 +1,9 @@
 """Pruning configs: one YAML file per (method, model, budget), dotted overrides, strict validation.
 
-A config file holds `method`, `model`, `budget` (nominal average visual tokens over the LLM layers),
-`derived` (true when the setting is not a published one) and `note`, plus the method's own option
-sections (see each method's `Options`). Every key is checked: unknown keys, impossible schedules and
+A config file holds `method`, `model` (a name of visiondrop.models), `budget` (nominal average visual tokens over
+the LLM layers), `derived` (true when the setting is not a published one) and `note`, the method's own option
+sections (see each method's `Options`) and an optional `execution` section (visiondrop.execution: kernels and CUDA
+graphs, shared by every method; it changes no selection). Every key is checked: unknown keys, impossible schedules and
 schedules whose average does not match the stated budget are errors that name the key.
 """
 
@@ -17,14 +18,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-# Token geometry each config is validated against: visual tokens leaving the tower (before any pruning),
-# and the LLM's decoder layers. The tiny test model has the LLaVA-1.5 geometry.
-MODEL_GEOMETRY = {
-    "llava-v1.5-7b": (576, 32),
-    "llava-v1.5-13b": (576, 40),
-    "llava-next-7b": (2880, 32),
-    "video-llava-7b": (2056, 32),
-}
+from visiondrop.execution import ExecutionOptions
+from visiondrop.models import MODELS, Geometry
+
 HEADER_KEYS = ("method", "model", "budget", "derived", "note", "allow_budget_mismatch")
 
 
@@ -43,7 +39,13 @@ class PruningConfig:
     note: str = ""
     allow_budget_mismatch: bool = False
     options: Any = None
+    execution: ExecutionOptions = dataclasses.field(default_factory=ExecutionOptions)
     source: str = ""
+
+    @property
+    def geometry(self) -> Geometry:
+        """The nominal token geometry of the config's model (visiondrop.models)."""
+        return MODELS[self.model].geometry
 
     def to_dict(self) -> dict:
         """Plain dict for result files (options flattened to nested dicts, plus the method's variant)."""
@@ -51,6 +53,7 @@ class PruningConfig:
 
         out = {k: getattr(self, k) for k in HEADER_KEYS}
         out["options"] = dataclasses.asdict(self.options) if dataclasses.is_dataclass(self.options) else {}
+        out["execution"] = dataclasses.asdict(self.execution)
         out["variant"] = build_method(self).variant() if self.options is not None else ""
         out["source"] = self.source
         return out
@@ -170,9 +173,10 @@ def _load_config(path: str | Path | None, overrides: list[str], raw: dict | None
     hints = get_type_hints(PruningConfig)
     for key, value in header.items():
         check_type(value, hints[key], key)
-    cfg = PruningConfig(**header, source=str(path or ""))
-    if cfg.model not in MODEL_GEOMETRY:
-        raise ConfigError(f"model: {cfg.model!r} is not one of {', '.join(MODEL_GEOMETRY)}")
+    execution = build_options(ExecutionOptions, raw.pop("execution", None), "execution.")
+    cfg = PruningConfig(**header, execution=execution, source=str(path or ""))
+    if cfg.model not in MODELS:
+        raise ConfigError(f"model: {cfg.model!r} is not one of {', '.join(MODELS)}")
     method_cls = get_method_class(cfg.method)
     cfg.options = build_options(method_cls.Options, raw)
     resolve_budget(cfg)
@@ -182,8 +186,9 @@ def _load_config(path: str | Path | None, overrides: list[str], raw: dict | None
 
 def check_feasible(cfg: PruningConfig, method) -> None:
     """Reject a budget below what the method can reach (layers before its first boundary keep every token)."""
-    n_visual, n_layers = MODEL_GEOMETRY[cfg.model]
-    minimum = method.min_budget(n_visual, n_layers)
+    geometry = cfg.geometry
+    n_visual, n_layers = geometry.visual_tokens, geometry.layers
+    minimum = method.min_budget(geometry)
     if cfg.budget is None or cfg.budget >= minimum:
         return
     first = min(method.boundaries, default=n_layers)
@@ -201,11 +206,10 @@ def resolve_budget(cfg: PruningConfig) -> None:
 
     if cfg.budget is None:
         return
-    n_visual, n_layers = MODEL_GEOMETRY[cfg.model]
     method = build_method(cfg)
     check_feasible(cfg, method)
     try:
-        cfg.options = method.options_for_budget(cfg.budget, n_visual, n_layers)
+        cfg.options = method.options_for_budget(cfg.budget, cfg.geometry)
     except ValueError as err:
         raise ConfigError(f"budget: {err}") from err
 
@@ -214,11 +218,10 @@ def validate_budget(cfg: PruningConfig) -> list[int]:
     """Check the method's schedule on the model geometry; return the expected per-layer visual counts."""
     from visiondrop.methods import build_method
 
-    n_visual, n_layers = MODEL_GEOMETRY[cfg.model]
     method = build_method(cfg)
     check_feasible(cfg, method)
     try:
-        counts = method.layer_counts(n_visual, n_layers)
+        counts = method.layer_counts(cfg.geometry)
     except ValueError as err:
         raise ConfigError(f"{cfg.source or cfg.method}: {err}") from err
     average = sum(counts) / len(counts)
@@ -226,7 +229,7 @@ def validate_budget(cfg: PruningConfig) -> list[int]:
         tolerance = max(1.0, 0.01 * cfg.budget)
         if abs(average - cfg.budget) > tolerance:
             raise ConfigError(
-                f"budget: the schedule averages {average:.2f} visual tokens over {n_layers} layers of {cfg.model}, "
+                f"budget: the schedule averages {average:.2f} visual tokens over {len(counts)} layers of {cfg.model}, "
                 f"not the stated {cfg.budget}; fix the counts or the budget (or set allow_budget_mismatch: true "
                 "for a published setting that does not meet its nominal budget)")
     return counts

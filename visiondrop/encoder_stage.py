@@ -1,25 +1,16 @@
 """Encoder-output reduction shared by VisionDrop (stage s0) and VisionZip: CLS-attention dominant tokens
-plus contextual tokens merged by key similarity, computed on the selected CLIP layer."""
+plus contextual tokens merged by key similarity, computed on the tower layer whose output the LLM receives."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from visiondrop.layers import TowerLayerView
 from visiondrop.merging import ascending_split, contextual_merge
-from visiondrop.scoring import clip_cls_attention, take_rows
-
-SUB_IMAGE_PATCHES = 576  # patches of one 336-px CLIP-L/14 view: LLaVA-NeXT's nominal 2880 = 5 sub-images
+from visiondrop.scoring import take_rows
 
 
-def nominal_sub_images(n_visual: int) -> int:
-    """Sub-images behind a nominal visual count (2880 -> 5, 576 -> 1); counts that are no multiple -> 1."""
-    if n_visual >= SUB_IMAGE_PATCHES and n_visual % SUB_IMAGE_PATCHES == 0:
-        return n_visual // SUB_IMAGE_PATCHES
-    return 1
-
-
-def dominant_contextual(layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module, dominant: int,
+def dominant_contextual(layer_input: torch.Tensor, features: torch.Tensor, layer: TowerLayerView, dominant: int,
                         contextual: int, fusion: str = "target_plus_mean", fused: bool = False,
                         fp32_softmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """[n, 1+P, C] tower tokens -> [n, dominant + contextual, C] and each output token's origin [n, T'].
@@ -32,7 +23,7 @@ def dominant_contextual(layer_input: torch.Tensor, features: torch.Tensor, layer
     n_tokens = features.shape[1]
     if dominant < 1 or contextual < 0 or dominant + contextual > n_tokens:
         raise ValueError(f"dominant={dominant} + contextual={contextual} exceeds the {n_tokens} tower tokens")
-    probs, keys = clip_cls_attention(layer_input, layer, fp32_softmax)
+    probs, keys = layer.cls_attention(layer_input, fp32_softmax)
     scores = probs.sum(dim=1)
     if fused:
         from visiondrop.selection_kernels import select_and_merge

@@ -43,3 +43,30 @@ class Reduction:
         merged = [None] * len(self.keep) if self.merged is None else self.merged.unbind(0)
         index = [None] * len(self.keep) if self.merged_index is None else self.merged_index.unbind(0)
         return [Reduction(k, m, i) for k, m, i in zip(self.keep.unbind(0), merged, index)]
+
+
+@dataclass
+class Reductions:
+    """A stage's result for a whole batch: one batched Reduction (`shared`, leading batch dim) when every row has
+    the same visual span and budget, else one Reduction per row (`rows`; None = the row is left unchanged)."""
+
+    shared: Reduction | None = None
+    rows: list[Reduction | None] | None = None
+
+    def __post_init__(self):
+        if (self.shared is None) == (self.rows is None):
+            raise ValueError("Reductions holds either one shared batched Reduction or one Reduction per row")
+
+    def per_row(self) -> list[Reduction | None]:
+        return self.shared.split() if self.shared is not None else list(self.rows)
+
+
+@dataclass
+class UnitTokens:
+    """The tokens leaving the vision tower for every unit at once (after an encoder stage, if any): features
+    [n, T', C], the tower token each stands for [n, T'] (CLS = -1), and how many leading tokens per unit are
+    dominant (kept, not merged; the NeXT multi-crop layout places them by position; all of them without merging)."""
+
+    features: torch.Tensor
+    origin: torch.Tensor
+    dominant: int

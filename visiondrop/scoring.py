@@ -2,35 +2,18 @@
 
 LLM boundaries use the next layer's input norm and q/k projections with RoPE on the current positions
 (the layer about to run), over one sample's real tokens, in query chunks so memory stays bounded and
-every layer keeps its fast attention kernel. Encoder stages use the selected CLIP layer's [CLS] query.
+every layer keeps its fast attention kernel. Encoder stages use the tower layer's CLS attention. The model is read
+only through the views of visiondrop.layers.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 
 import torch
-from torch import nn
-from transformers.models.llama.modeling_llama import rotate_half
 
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE on [..., T, H, d] with cos/sin [..., T, d]."""
-    return x * cos[..., None, :] + rotate_half(x) * sin[..., None, :]
-
-
-def fused_applies(hidden: torch.Tensor, head_dim: int) -> bool:
-    """Whether the Triton kernels (visiondrop.kernels, visiondrop.selection_kernels) can take over a stage over
-    `hidden`: fp16 on CUDA, a power-of-two head_dim >= 16, Triton installed."""
-    fits = hidden.dtype == torch.float16 and head_dim >= 16 and not head_dim & (head_dim - 1)
-    return hidden.is_cuda and fits and _triton_installed()
-
-
-@functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+from visiondrop.layers import DecoderLayerView
 
 
 def take_rows(x: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
@@ -55,28 +38,19 @@ def batch_rows(batch: int, device: torch.device) -> torch.Tensor:
     return torch.arange(batch, device=device)[:, None]
 
 
-def llm_query_key(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,
+def llm_query_key(hidden: torch.Tensor, layer: DecoderLayerView, cos: torch.Tensor, sin: torch.Tensor,
                   query_rows: torch.Tensor | slice, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Post-RoPE queries [..., Q, H, d] (for `query_rows`) and keys [..., T, H, d] (all rows, GQA-expanded)
     from `layer`'s input norm and q/k projections; `hidden` is [T, D] or a batch [B, T, D] (then rows are
     [B, Q] indices, or a slice shared by every row). `fused`: norm and RoPE as Triton kernels (a batch and a
-    slice of rows; see `fused_applies`)."""
-    attn = layer.self_attn
-    head_dim = attn.head_dim
-    rope = _rope
-    if fused:
-        from visiondrop import kernels
-
-        z = kernels.rms_norm(hidden, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
-        rope = kernels.rope
-    else:
-        z = layer.input_layernorm(hidden)
+    slice of rows; see `visiondrop.execution.fused_applies`)."""
+    z = layer.normed(hidden, fused)
 
     def rows(x: torch.Tensor) -> torch.Tensor:
         return x[..., query_rows, :] if isinstance(query_rows, slice) else take_rows(x, query_rows)
 
-    q = rope(attn.q_proj(rows(z)).unflatten(-1, (-1, head_dim)), rows(cos), rows(sin))
-    k = rope(attn.k_proj(z).unflatten(-1, (-1, head_dim)), cos, sin)
+    q = layer.rotate(layer.queries(rows(z)), rows(cos), rows(sin), fused)
+    k = layer.rotate(layer.keys(z), cos, sin, fused)
     groups = q.shape[-2] // k.shape[-2]
     return q, k.repeat_interleave(groups, dim=-2) if groups > 1 else k
 
@@ -130,7 +104,7 @@ def visual_attention(q: torch.Tensor, k: torch.Tensor, first: int, memory_mib: f
                                 memory_mib)
 
 
-def last_token_attention(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tensor, sin: torch.Tensor,
+def last_token_attention(hidden: torch.Tensor, layer: DecoderLayerView, cos: torch.Tensor, sin: torch.Tensor,
                          columns: slice, last: torch.Tensor | None = None) -> torch.Tensor:
     """Head-mean causal attention of the last token to `columns`, with `layer`'s norm, q/k and RoPE (the FastV /
     PDrop score). `hidden` is one sample [T, D] (last row), or a right-padded batch [B, T, D] with each row's
@@ -141,19 +115,3 @@ def last_token_attention(hidden: torch.Tensor, layer: nn.Module, cos: torch.Tens
         last = last.to(hidden.device)[:, None]
     q, k = llm_query_key(hidden, layer, cos, sin, last)
     return attention_to_columns(q, k, last, columns)
-
-
-def clip_cls_attention(layer_input: torch.Tensor, layer: nn.Module,
-                       fp32_softmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a CLIP encoder layer and its input [n, T, C]: the [CLS] query's attention probabilities per head
-    [n, H, T] (softmax in fp32, cast back, as CLIP's eager path; `fp32_softmax=False`: in the input's dtype, as
-    the VisionZip / VisPruner releases' attention) and the raw keys [n, T, H, d]."""
-    attn = layer.self_attn
-    z = layer.layer_norm1(layer_input)
-    n, t, _ = z.shape
-    heads, head_dim = attn.num_heads, attn.head_dim
-    q = attn.q_proj(z[:, :1]).view(n, 1, heads, head_dim)
-    k = attn.k_proj(z).view(n, t, heads, head_dim)
-    logits = torch.einsum("nqhd,nkhd->nhk", q, k) * attn.scale
-    probs = logits.float().softmax(dim=-1).to(z.dtype) if fp32_softmax else logits.softmax(dim=-1)
-    return probs, k

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -11,6 +13,7 @@ from llava.model.anyres import merge_flat, merge_multicrop, merge_spatial
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_projector.builder import build_vision_projector
 from llava.model.sequence import SequenceBatch, pad_rows
+from visiondrop.reduction import UnitTokens
 
 
 class LlavaMetaModel(nn.Module):
@@ -35,10 +38,15 @@ class LlavaMultimodalMixin:
             raise RuntimeError("this model has no vision tower attached: load it with load_pretrained_model()")
         return tower
 
+    def encode_units(self, images: torch.Tensor) -> UnitTokens:
+        """[n, 3, H, W] -> the tower's tokens of the n units, features projected to the LLM width (model dtype)."""
+        units = self.get_vision_tower().encode(images.to(self.device))
+        return replace(units, features=self.model.mm_projector(units.features.to(self.dtype)))
+
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[n, 3, H, W] -> projected features [n, T, D] (model dtype) and the tower origins [n, T]."""
-        features, origin = self.get_vision_tower().encode(images.to(self.device))
-        return self.model.mm_projector(features.to(self.dtype)), origin
+        units = self.encode_units(images)
+        return units.features, units.origin
 
     def image_segments(self, images, image_sizes=None) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
         """Per image: its visual tokens [T, D], their origins [T] and the number of sub-images encoded."""
@@ -47,20 +55,21 @@ class LlavaMultimodalMixin:
         # are merged per config.mm_patch_merge_type, or in the multi-crop layout when the tower reduces tokens
         # (encoder-stage methods, docs/methods.md, 'NeXT layout'). `image_sizes` are the original (w, h) per image.
         if isinstance(images, torch.Tensor) and images.dim() == 4:
-            features, origin = self.encode_images(images)
-            return [(f, o, 1) for f, o in zip(features, origin)]
+            units = self.encode_units(images)
+            return [(f, o, 1) for f, o in zip(units.features, units.origin)]
         views = [x if x.dim() == 4 else x[None] for x in images]
-        features, origin = self.encode_images(torch.cat([v.to(self.device) for v in views]))
+        units = self.encode_units(torch.cat([v.to(self.device) for v in views]))
         counts = [v.shape[0] for v in views]
         if image_sizes is not None and len(image_sizes) != len(views):
             raise ValueError(f"{len(image_sizes)} image_sizes for {len(views)} images")
         sizes = list(image_sizes) if image_sizes is not None else [None] * len(views)
-        return [(*self.merge_sub_images(f, o, size), f.shape[0])
-                for f, o, size in zip(features.split(counts), origin.split(counts), sizes)]
+        return [(*self.merge_sub_images(f, o, size, units.dominant), f.shape[0])
+                for f, o, size in zip(units.features.split(counts), units.origin.split(counts), sizes)]
 
-    def merge_sub_images(self, features: torch.Tensor, origin: torch.Tensor,
-                         image_size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One image's sub-image features [n_sub, T, D] -> its visual segment [N, D] and origins [N]."""
+    def merge_sub_images(self, features: torch.Tensor, origin: torch.Tensor, image_size: tuple[int, int] | None,
+                         dominant: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's sub-image features [n_sub, T, D] -> its visual segment [N, D] and origins [N] (`dominant`:
+        the leading dominant tokens per sub-image of an encoder stage's output)."""
         tower = self.get_vision_tower()
         side = tower.config.image_size // tower.config.patch_size
         merge = getattr(self.config, "mm_patch_merge_type", None) or "flat"
@@ -70,7 +79,7 @@ class LlavaMultimodalMixin:
             return merge_flat(features, origin, side)
         grid = self._anyres_grid(image_size, merge) if features.shape[0] > 1 else (0, 0)
         if tower.reduces_tokens:
-            return merge_multicrop(features, origin, grid, side, tower.dominant_tokens(features.shape[1]))
+            return merge_multicrop(features, origin, grid, side, dominant)
         unpad = "unpad" in merge
         return merge_spatial(features, origin, grid, side, image_size if unpad else None,
                              self.model.image_newline if unpad else None)

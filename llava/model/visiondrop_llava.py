@@ -6,14 +6,18 @@ With a `SectionTimer` attached (`attach_timer`, benchmarks only) the ViT (tower 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from llava.model.builder import load_pretrained_model
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
-from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from llava.model.multimodal_encoder.clip_encoder import CLIPLayerView, CLIPVisionTower
 from visiondrop.config import PruningConfig, load_config
+from visiondrop.execution import Execution
 from visiondrop.methods import build_method
 from visiondrop.methods.base import Method
+from visiondrop.reduction import UnitTokens
 from visiondrop.timing import SectionTimer, timed
 
 
@@ -21,41 +25,27 @@ class PruningCLIPVisionTower(CLIPVisionTower):
     """CLIPVisionTower whose output tokens come from the method's encoder stage when it has one."""
 
     method: Method | None = None
+    execution: Execution | None = None
     timer: SectionTimer | None = None
 
     @property
     def reduces_tokens(self) -> bool:
         return self.method is not None and bool(self.method.has_encoder_stage)
 
-    def dominant_tokens(self, n_out: int) -> int:
-        """Dominant tokens per sub-image: `encoder_split[0]` (VisionDrop), `options.dominant` (VisionZip), else all."""
-        if not self.reduces_tokens:
-            return n_out
-        split = getattr(self.method, "encoder_split", None)
-        dominant = split[0] if split is not None else getattr(self.method.options, "dominant", n_out)
-        return min(int(dominant), n_out)
-
-    def select(self, layer_input, features, layer):
+    def select(self, layer_input, features, layer) -> UnitTokens:
         if not self.reduces_tokens:
             return super().select(layer_input, features, layer)
         with timed(self.timer, "select_encoder"):
-            return self.method.reduce_encoder(layer_input, features, layer, self.select_feature)
+            return self.method.reduce_encoder(CLIPLayerView(layer), layer_input, features, self.execution)
 
 
-class TimedReducer:
-    """The decoder loop's reducer with every `reduce` call timed as "select_llm"; all else is the method's."""
+def timed_reduce(reduce: Callable, timer: SectionTimer) -> Callable:
+    """A stage reducer that times every call of `reduce` as "select_llm"."""
+    def call(*args):
+        with timed(timer, "select_llm"):
+            return reduce(*args)
 
-    def __init__(self, method: Method, timer: SectionTimer):
-        self.method, self.timer = method, timer
-
-    def __getattr__(self, name: str):
-        if name in ("method", "timer"):  # not yet set (copy / unpickling): never recurse
-            raise AttributeError(name)
-        return getattr(self.method, name)  # boundaries, compact_positions, score_layer_offset, begin_prefill
-
-    def reduce(self, *args, **kwargs):
-        with timed(self.timer, "select_llm"):
-            return self.method.reduce(*args, **kwargs)
+    return call
 
 
 class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
@@ -66,7 +56,8 @@ class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
     timer: SectionTimer | None = None
 
     def set_pruning(self, config: PruningConfig) -> None:
-        """Install a validated config's method (the `none` method restores the unpruned model)."""
+        """Install a validated config's method (the `none` method restores the unpruned model), with a fresh
+        execution layer (its captured graphs belong to this method's options)."""
         method = build_method(config)
         n_layers = len(self.model.layers)
         if method.boundaries and max(method.boundaries) >= n_layers:
@@ -75,9 +66,12 @@ class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
         tower = self.get_vision_tower()
         if method.has_encoder_stage and not isinstance(tower, PruningCLIPVisionTower):
             raise TypeError("encoder-stage methods need the model loaded with PruningCLIPVisionTower")
+        execution = Execution(config.execution)
         if isinstance(tower, PruningCLIPVisionTower):
-            tower.method = method
+            tower.method, tower.execution = method, execution
         self.method, self.pruning_config = method, config
+        self.model.method = method if method.boundaries else None
+        self.model.execution = execution
         self.attach_timer(self.timer)
 
     def attach_timer(self, timer: SectionTimer | None) -> None:
@@ -86,15 +80,12 @@ class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
         tower = self.get_vision_tower()
         if isinstance(tower, PruningCLIPVisionTower):
             tower.timer = timer
-        method = self.method
-        if method is None or not method.boundaries:
-            self.model.reducer = None
-        else:
-            self.model.reducer = method if timer is None else TimedReducer(method, timer)
+        method = self.model.method
+        self.model.reduce_stage = None if timer is None or method is None else timed_reduce(method.reduce, timer)
 
-    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_units(self, images: torch.Tensor) -> UnitTokens:
         with timed(self.timer, "vit"):
-            return super().encode_images(images)
+            return super().encode_units(images)
 
 
 def load_model_for_eval(model_path: str, config: PruningConfig | str | None = None, overrides: list[str] = (),
@@ -124,5 +115,5 @@ def official_flags_to_overrides(dominant: int | None = None, contextual: int | N
     return out
 
 
-__all__ = ["PruningCLIPVisionTower", "TimedReducer", "VisionDropLlavaForCausalLM", "load_model_for_eval",
+__all__ = ["PruningCLIPVisionTower", "VisionDropLlavaForCausalLM", "load_model_for_eval", "timed_reduce",
            "official_flags_to_overrides"]

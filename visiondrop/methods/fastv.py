@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-from torch import nn
 
+from visiondrop.layers import DecoderLayerView
 from visiondrop.merging import top_indices_ascending
-from visiondrop.methods.base import Method, SampleView, per_sample, shared_visual_span
-from visiondrop.reduction import Reduction
-from visiondrop.scoring import last_token_attention
+from visiondrop.methods.base import SampleView, ScoreThenKeep, per_sample
+from visiondrop.models import Geometry
+from visiondrop.reduction import Reduction, Reductions
 
 
 @dataclass
@@ -53,7 +53,7 @@ def fastv_keep(budget: float, n_visual: int, n_layers: int, first_pruned: int) -
     return max(1, round((n_layers * budget - first_pruned * n_visual) / (n_layers - first_pruned)))
 
 
-class FastV(Method):
+class FastV(ScoreThenKeep):
     name = "fastv"
     Options = FastVOptions
     compact_positions = False
@@ -65,42 +65,38 @@ class FastV(Method):
         self.boundaries = (options.K,)
         self.cached_decode = options.decode == "static"
 
-    def options_for_budget(self, budget: float, n_visual: int, n_layers: int) -> FastVOptions:
+    def options_for_budget(self, budget: float, geometry: Geometry) -> FastVOptions:
         if self.options.keep is not None or self.options.prune_ratio is not None:
             return self.options
-        return replace(self.options, keep=fastv_keep(budget, n_visual, n_layers, self.options.K))
+        keep = fastv_keep(budget, geometry.visual_tokens, geometry.layers, self.options.K)
+        return replace(self.options, keep=keep)
 
-    def _keep(self, n_visual: int) -> int:
-        """Visual tokens kept by a sample with `n_visual`: the fixed count, or round(n_visual * (1 - R))."""
+    def keep_count(self, stage: int, row: int, n_visual: int, state: object) -> int:
+        """The fixed count, or round(n_visual * (1 - R)) of the row's own visual tokens."""
         if self.options.prune_ratio is not None:
             return max(1, round(n_visual * (1 - self.options.prune_ratio)))
         if self.options.keep is None:
             raise ValueError("keep is not set: give fastv a keep count, a prune_ratio or a config budget")
         return self.options.keep
 
-    def stage_counts(self, n_in: int) -> list[int]:
+    def stage_counts(self, n_in: int, units: int = 1) -> list[int]:
         # window_offset 1 keeps visual token 0 besides the top-k, one fewer when the text token wins a slot
-        return [min(n_in, self._keep(n_in) + self.options.window_offset)]
+        return [min(n_in, self.keep_count(1, 0, n_in, None) + self.options.window_offset)]
 
-    def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> list[Reduction | None]:
-        if batch.layer_input is None:
+    def reduce(self, stage, batch, layer, rope, state, run) -> Reductions:
+        if not self.options.window_offset:
+            return super().reduce(stage, batch, layer, rope, state, run)
+        return per_sample(batch, rope, lambda s: self._released_window(s, layer))
+
+    def _released_window(self, s: SampleView, layer: DecoderLayerView) -> Reduction:
+        """The released scripts' window (FV-1): scored over [start + 1, start + 1 + N); visual token 0 sits before it
+        and stays as "system text"; the first text token after the image (segment index n_visual) competes and is
+        dropped unless it wins a slot (never the last token, the query being scored)."""
+        if s.layer_input is None:
             raise ValueError("FastV scores with the input of layer K-1: the decoder loop must pass layer_input")
-        span = shared_visual_span(batch)
-        if span is not None and self.options.window_offset == 0:  # the whole batch at once
-            keep = min(self._keep(span.stop - span.start), span.stop - span.start)
-            scores = last_token_attention(batch.layer_input, layer, *rope, span, last=batch.lengths - 1)
-            return Reduction(keep=top_indices_ascending(scores, keep))
-        return per_sample(batch, rope, lambda s: self._reduce_sample(s, layer))
-
-    def _reduce_sample(self, s: SampleView, layer: nn.Module) -> Reduction:
-        keep, off, n_real = self._keep(s.n_visual), self.options.window_offset, s.hidden.shape[0]
-        end = min(s.start + off + s.n_visual, n_real)
-        scores = last_token_attention(s.layer_input, layer, s.cos, s.sin, slice(s.start + off, end))
-        chosen = top_indices_ascending(scores, min(keep, scores.numel())) + off
-        if not off:
-            return Reduction(keep=chosen)
-        # Released window (FV-1): visual token 0 sits before it and stays as "system text"; the first text token
-        # after the image (segment index n_visual) competes and is dropped unless it wins a slot (never the last
-        # token, the query being scored).
+        n_real = s.hidden.shape[0]
+        end = min(s.start + 1 + s.n_visual, n_real)
+        scores = self.score(s.layer_input, layer, s.cos, s.sin, slice(s.start + 1, end))
+        chosen = top_indices_ascending(scores, min(self.keep_count(1, s.index, s.n_visual, None), scores.numel())) + 1
         text_lost = not bool((chosen == s.n_visual).any()) and s.start + s.n_visual < n_real - 1
         return Reduction(keep=torch.cat([chosen.new_zeros(1), chosen[chosen < s.n_visual]]), drop_after=int(text_lost))

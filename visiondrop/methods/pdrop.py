@@ -6,13 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
-from torch import nn
-
-from visiondrop.merging import top_indices_ascending
-from visiondrop.methods.base import Method, SampleView, per_sample, shared_visual_span
-from visiondrop.reduction import Reduction
-from visiondrop.scoring import last_token_attention
+from visiondrop.methods.base import ScoreThenKeep
 
 
 @dataclass
@@ -34,33 +28,23 @@ def pdrop_count(n0: int, ratio: float, stage: int) -> int:
     return math.floor(n0 * ratio**stage)
 
 
-class PDrop(Method):
+class PDrop(ScoreThenKeep):
     name = "pdrop"
     Options = PDropOptions
+    selection_queries = 1
 
     def __init__(self, options: PDropOptions):
         super().__init__(options)
         self.boundaries = tuple(options.layers)
-        self._n0: torch.Tensor | None = None  # measured visual counts of the current prefill (PD-3)
 
-    def stage_counts(self, n_in: int) -> list[int]:
+    def stage_counts(self, n_in: int, units: int = 1) -> list[int]:
         return [pdrop_count(n_in, self.options.ratio, k) for k in range(1, len(self.boundaries) + 1)]
 
-    def begin_prefill(self, batch) -> None:
-        self._n0 = batch.visual_len.clone()
+    def begin_prefill(self, batch) -> list[int]:
+        """N0 per row: the visual counts measured as the prefill enters the LLM (PD-3)."""
+        return batch.visual_len.tolist()
 
-    def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> list[Reduction | None]:
-        if self._n0 is None or len(self._n0) != batch.hidden.shape[0]:
-            raise RuntimeError("PDrop.reduce before begin_prefill: N0 (the measured entering count) is unknown")
-        span = shared_visual_span(batch)
-        n_keep = {min(n, pdrop_count(n0, self.options.ratio, stage))
-                  for n, n0 in zip(batch.visual_len.tolist(), self._n0.tolist())}
-        if span is not None and len(n_keep) == 1:  # the whole batch at once
-            scores = last_token_attention(batch.hidden, layer, *rope, span, last=batch.lengths - 1)
-            return Reduction(keep=top_indices_ascending(scores, n_keep.pop()))
-        return per_sample(batch, rope, lambda s: self._reduce_sample(s, layer, stage))
-
-    def _reduce_sample(self, s: SampleView, layer: nn.Module, stage: int) -> Reduction:
-        n_keep = min(s.n_visual, pdrop_count(int(self._n0[s.index]), self.options.ratio, stage))
-        scores = last_token_attention(s.hidden, layer, s.cos, s.sin, s.visual)
-        return Reduction(keep=top_indices_ascending(scores, n_keep))
+    def keep_count(self, stage: int, row: int, n_visual: int, state: list[int]) -> int:
+        if state is None or row >= len(state):
+            raise RuntimeError("PDrop.reduce needs the state of begin_prefill (N0, the measured entering counts)")
+        return pdrop_count(state[row], self.options.ratio, stage)

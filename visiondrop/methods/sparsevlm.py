@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
+from visiondrop.layers import DecoderLayerView
 from visiondrop.merging import dpc_knn_merge
 from visiondrop.methods.base import Method, SampleView, per_sample
-from visiondrop.reduction import Reduction
+from visiondrop.reduction import Reduction, Reductions
 from visiondrop.scoring import attention_to_columns, llm_query_key
 
 RECYCLE_RATIO = 0.3  # top floor(0.3 * pruned) + 1 pruned tokens are recycled
@@ -69,13 +69,12 @@ class SparseVLM(Method):
     def __init__(self, options: SparseVLMOptions):
         super().__init__(options)
         self.boundaries = tuple(layer + 1 for layer in options.layers)
-        self._raters: list[torch.Tensor | None] = []  # per sample, relative to the text after the image
 
     def variant(self) -> str:
         lists = "published lists" if list(self.options.tokens) in PUBLISHED_TOKENS else "re-solved lists"
         return f"{lists} {list(self.options.tokens)}, {super().variant()}"
 
-    def stage_counts(self, n_in: int) -> list[int]:
+    def stage_counts(self, n_in: int, units: int = 1) -> list[int]:
         counts, current = [], n_in
         for keep in self.options.tokens:
             kept = min(keep, current - 1)
@@ -83,25 +82,27 @@ class SparseVLM(Method):
             counts.append(current)
         return counts
 
-    def begin_prefill(self, batch) -> None:
-        self._raters = []
+    def begin_prefill(self, batch) -> list[torch.Tensor | None]:
+        """The raters of every row (indices relative to the text after the image; None for text-only rows)."""
+        raters = []
         for b in range(batch.hidden.shape[0]):
             start, n_vis, n_real = int(batch.visual_start[b]), int(batch.visual_len[b]), int(batch.lengths[b])
             if n_vis == 0:
-                self._raters.append(None)
+                raters.append(None)
                 continue
             if start + n_vis >= n_real:
                 raise ValueError(f"SparseVLM: sample {b} has no text after the image to rate visual tokens")
             embeds = batch.hidden[b]
-            self._raters.append(text_raters(embeds[start:start + n_vis], embeds[start + n_vis:n_real]))
+            raters.append(text_raters(embeds[start:start + n_vis], embeds[start + n_vis:n_real]))
+        return raters
 
-    def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> list[Reduction | None]:
-        if len(self._raters) != batch.hidden.shape[0] or batch.layer_input is None:
-            raise RuntimeError("SparseVLM.reduce needs begin_prefill (raters) and the sparse layer's input")
-        return per_sample(batch, rope, lambda s: self._reduce_sample(s, layer, stage))
+    def reduce(self, stage, batch, layer, rope, state, run) -> Reductions:
+        if state is None or len(state) != batch.hidden.shape[0] or batch.layer_input is None:
+            raise RuntimeError("SparseVLM.reduce needs the raters of begin_prefill and the sparse layer's input")
+        return per_sample(batch, rope, lambda s: self._reduce_sample(s, layer, stage, state[s.index]))
 
-    def _reduce_sample(self, s: SampleView, layer: nn.Module, stage: int) -> Reduction:
-        rows = self._raters[s.index] + s.start + s.n_visual
+    def _reduce_sample(self, s: SampleView, layer: DecoderLayerView, stage: int, raters: torch.Tensor) -> Reduction:
+        rows = raters + s.start + s.n_visual
         q, k = llm_query_key(s.layer_input, layer, s.cos, s.sin, rows)
         scores = attention_to_columns(q, k, rows, s.visual, fp32_softmax=False)
         order = torch.sort(scores, descending=True, stable=True).indices

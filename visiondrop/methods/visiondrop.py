@@ -8,14 +8,13 @@ import functools
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
-from visiondrop.encoder_stage import dominant_contextual, nominal_sub_images
-from visiondrop.graphs import GraphCache
+from visiondrop.encoder_stage import dominant_contextual
 from visiondrop.merging import ascending_split, contextual_merge
 from visiondrop.methods.base import Method
-from visiondrop.reduction import Reduction
-from visiondrop.scoring import attention_to_columns, fused_applies, llm_query_key, take_rows, visual_attention
+from visiondrop.models import Geometry
+from visiondrop.reduction import Reduction, Reductions, UnitTokens
+from visiondrop.scoring import attention_to_columns, llm_query_key, take_rows, visual_attention
 
 
 @dataclass
@@ -36,9 +35,6 @@ class LLMOptions:
     tokens: list[list[int]] = field(default_factory=lambda: [[30, 5], [22, 4], [16, 3]])
     per_sub_image: bool = False  # true: `tokens` pairs are per sub-image, a sample keeps n_sub x each (NeXT)
     scoring: str = "visual"  # visual: all visual queries (VisionDrop); text: last instruction token (PDrop-style)
-    score_memory_mib: float = 128  # torch scoring path: attention maps are built in chunks that fit in this
-    kernels: str = "auto"  # scoring, selection, merging (LLM and encoder stages): triton | torch | auto (fp16 CUDA)
-    graph_max_tokens: int = 4096  # stages over <= batch x prefix (encoder: crops x tower) tokens replay CUDA graphs
     divisor: str = "all"  # VD-2 clean option "visible": key j's score divided by the N - j queries that see it
     positions: str = "compact"  # VD-8 clean option "original": kept tokens keep their positions (FastV style)
 
@@ -56,12 +52,6 @@ class LLMOptions:
             raise ValueError(f"llm.tokens: every entry must be [dominant, contextual] >= 0, got {self.tokens}")
         if sorted(set(self.layers)) != list(self.layers) or (self.layers and self.layers[0] < 1):
             raise ValueError(f"llm.layers must be strictly increasing layer numbers >= 1, got {self.layers}")
-        if self.kernels not in ("auto", "triton", "torch"):
-            raise ValueError(f"llm.kernels={self.kernels!r}: expected 'auto', 'triton' or 'torch'")
-        if self.graph_max_tokens < 0:
-            raise ValueError("llm.graph_max_tokens must be >= 0 (0 disables CUDA graphs)")
-        if self.score_memory_mib <= 0:
-            raise ValueError("llm.score_memory_mib must be > 0")
 
 
 @dataclass
@@ -86,33 +76,31 @@ class VisionDrop(Method):
         self.has_encoder_stage = options.encoder.enabled
         self.boundaries = tuple(options.llm.layers) if options.llm.enabled else ()
         self.compact_positions = options.llm.positions == "compact"
-        self.graphs = GraphCache()  # one method per model (set_pruning builds it): layers keyed by index
+        self.selection_queries = "visual" if options.llm.scoring == "visual" else 1
 
     def _split(self, dominant: int, contextual: int) -> tuple[int, int]:
         return (dominant, contextual) if self.options.merge else (dominant + contextual, 0)
 
-    @property
-    def encoder_split(self) -> tuple[int, int]:
-        """(dominant incl. CLS, contextual) tokens per sub-image leaving the encoder stage."""
+    def _encoder_split(self) -> tuple[int, int]:
+        """(dominant incl. CLS, contextual) tokens per unit leaving the encoder stage."""
         enc = self.options.encoder
         return self._split(enc.dominant, enc.contextual)
 
     def _llm_pair(self, stage: int, units: int) -> tuple[int, int]:
-        """(dominant, contextual) kept at `stage` (1-based) by a sample of `units` sub-images."""
+        """(dominant, contextual) kept at `stage` (1-based) by a sample of `units` units."""
         d, c = self.options.llm.tokens[stage - 1]
         scale = units if self.options.llm.per_sub_image else 1
         return self._split(d * scale, c * scale)
 
-    def tower_tokens(self, n_visual: int, units: int | None = None) -> int:
+    def tower_tokens(self, geometry: Geometry) -> int:
         enc = self.options.encoder
         if not enc.enabled:
-            return n_visual
-        units = nominal_sub_images(n_visual) if units is None else units
-        per_sub_image = n_visual // units
-        if enc.dominant < 1 or enc.dominant + enc.contextual > per_sub_image + 1:
+            return geometry.visual_tokens
+        limit = geometry.tower_tokens_per_unit
+        if enc.dominant < 1 or enc.dominant + enc.contextual > limit:
             raise ValueError(f"encoder.dominant={enc.dominant} + encoder.contextual={enc.contextual} must be "
-                             f">= 1 and at most the {per_sub_image + 1} tower tokens (CLS + patches)")
-        return units * (enc.dominant + enc.contextual)
+                             f">= 1 and at most the {limit} tower tokens (CLS + patches)")
+        return geometry.units * (enc.dominant + enc.contextual)
 
     def stage_counts(self, n_in: int, units: int = 1) -> list[int]:
         counts, current = [], n_in
@@ -125,31 +113,16 @@ class VisionDrop(Method):
             counts.append(current)
         return counts
 
-    def layer_counts(self, n_visual: int, n_layers: int) -> list[int]:
-        """Per-layer counts on the nominal geometry; NeXT's 2880 = 5 sub-images (960/705/515/380 at B = 640)."""
-        if self.boundaries and max(self.boundaries) >= n_layers:
-            raise ValueError(f"boundary after layer {max(self.boundaries)} but the model has {n_layers} layers")
-        units = nominal_sub_images(n_visual)
-        current = self.tower_tokens(n_visual, units)
-        after = dict(zip(self.boundaries, self.stage_counts(current, units)))
-        counts = []
-        for layer in range(n_layers):
-            current = after.get(layer, current)
-            counts.append(current)
-        return counts
+    def reduce_encoder(self, layer, layer_input, features, run) -> UnitTokens:
+        """Stage s0 over every unit at once; replayed from a CUDA graph when units x tower tokens fit the execution
+        layer's `graph_max_tokens` (static shapes: the tower's)."""
+        d, c = self._encoder_split()
+        fn = functools.partial(dominant_contextual, layer=layer, dominant=d, contextual=c, fusion=self.options.fusion,
+                               fused=run.fused(layer_input, layer.head_dim))
+        key = ("encoder", tuple(layer_input.shape), layer_input.dtype, layer_input.device, d, c)
+        return UnitTokens(*run.run(key, fn, layer_input, features), dominant=d)
 
-    def reduce_encoder(self, layer_input, features, layer, select_feature):
-        """Stage s0 over every crop at once; replayed from a CUDA graph when crops x tower tokens fit
-        `llm.graph_max_tokens` (static shapes: the tower's)."""
-        d, c = self.encoder_split
-        run = functools.partial(dominant_contextual, layer=layer, dominant=d, contextual=c,
-                                fusion=self.options.fusion, fused=self._fused(layer_input, layer.self_attn.head_dim))
-        if layer_input.is_cuda and layer_input.shape[:2].numel() <= self.options.llm.graph_max_tokens:
-            key = ("encoder", tuple(layer_input.shape), layer_input.dtype, layer_input.device, d, c)
-            return self.graphs.run(key, run, layer_input, features)
-        return run(layer_input, features)
-
-    def reduce(self, stage: int, layer_idx: int, batch, layer: nn.Module, rope: tuple) -> Reduction | list:
+    def reduce(self, stage, batch, layer, rope, state, run) -> Reductions:
         """One batched pass when every row has the same visual count and budget (the common case), else per
         sample; text-only samples are never pruned."""
         cos, sin = rope
@@ -161,15 +134,17 @@ class VisionDrop(Method):
         starts, lengths = batch.visual_start.tolist(), batch.lengths.tolist()
         lasts = [n - 1 for n in lengths]
         if len(set(n_vis)) == 1 and len(set(pairs)) == 1 and pairs[0] is not None:
-            return self._reduce_rows(batch.hidden, cos, sin, starts, lasts, n_vis[0], layer, *pairs[0])
+            return Reductions(shared=self._reduce_rows(batch.hidden, cos, sin, starts, lasts, n_vis[0], layer, run,
+                                                       *pairs[0]))
         out = []
         for b, (n, pair) in enumerate(zip(n_vis, pairs)):
             rows = slice(b, b + 1), slice(0, lengths[b])
             out.append(None if pair is None else self._reduce_rows(
-                batch.hidden[rows], cos[rows], sin[rows], starts[b:b + 1], lasts[b:b + 1], n, layer, *pair).split()[0])
-        return out
+                batch.hidden[rows], cos[rows], sin[rows], starts[b:b + 1], lasts[b:b + 1], n, layer, run,
+                *pair).split()[0])
+        return Reductions(rows=out)
 
-    def _reduce_rows(self, hidden, cos, sin, starts, lasts, n_vis, layer, d, c) -> Reduction:
+    def _reduce_rows(self, hidden, cos, sin, starts, lasts, n_vis, layer, run, d, c) -> Reduction:
         """Score, select and merge the visual segments [start, start + n_vis) of every row of `hidden`
         (`starts`, `lasts`: lists of each row's segment start and last real index)."""
         opts = self.options.llm
@@ -179,25 +154,18 @@ class VisionDrop(Method):
             # never see later tokens), so the work has static shapes and small inputs can replay a CUDA graph.
             end = first + n_vis
             inputs = (hidden[:, :end], cos[:, :end], sin[:, :end])
-            run = functools.partial(self._reduce_span, first=first, layer=layer, d=d, c=c,
-                                    fused=self._fused(hidden, layer.self_attn.head_dim))
-            if hidden.is_cuda and hidden.shape[0] * end <= opts.graph_max_tokens:
-                key = (layer.self_attn.layer_idx, tuple(inputs[0].shape), hidden.dtype, hidden.device, first, d, c)
-                return Reduction(*self.graphs.run(key, run, *inputs))
-            return Reduction(*run(*inputs))
+            fn = functools.partial(self._reduce_span, first=first, layer=layer, d=d, c=c,
+                                   fused=run.fused(hidden, layer.head_dim), memory_mib=run.options.score_memory_mib)
+            key = (layer.index, tuple(inputs[0].shape), hidden.dtype, hidden.device, first, d, c)
+            return Reduction(*run.run(key, fn, *inputs))
         # Text-guided scoring, or rows whose spans differ: per-row indices.
         visual = torch.tensor(starts, device=hidden.device)[:, None] + torch.arange(n_vis, device=hidden.device)
         rows = visual if opts.scoring == "visual" else torch.tensor(lasts, device=hidden.device)[:, None]
         q, k = llm_query_key(hidden, layer, cos, sin, rows)
-        scores = self._rescale(attention_to_columns(q, k, rows, visual, opts.score_memory_mib))
+        scores = self._rescale(attention_to_columns(q, k, rows, visual, run.options.score_memory_mib))
         return Reduction(*self._select_and_merge(take_rows(hidden, visual), take_rows(k, visual), scores, d, c))
 
-    def _fused(self, x: torch.Tensor, head_dim: int) -> bool:
-        """Whether a stage over `x` runs the Triton kernels (`llm.kernels`; auto: where `fused_applies`)."""
-        kernels = self.options.llm.kernels
-        return kernels == "triton" or (kernels == "auto" and fused_applies(x, head_dim))
-
-    def _reduce_span(self, hidden, cos, sin, first, layer, d, c, fused) -> tuple[torch.Tensor, ...]:
+    def _reduce_span(self, hidden, cos, sin, first, layer, d, c, fused, memory_mib) -> tuple[torch.Tensor, ...]:
         """Visual-only reduction of rows whose visual span is [first, end of `hidden`); `fused`: Triton kernels
         (norm, RoPE, score, selection and merging; segments of at most MAX_SELECT_TOKENS)."""
         q, k = llm_query_key(hidden, layer, cos, sin, slice(first, None), fused)
@@ -210,9 +178,8 @@ class VisionDrop(Method):
                     self.options.fusion, visible=self.options.llm.divisor == "visible")
             scores = self._rescale(kernels.visual_attention_scores(q, k, first))
         else:
-            scores = self._rescale(visual_attention(q, k, first, self.options.llm.score_memory_mib))
+            scores = self._rescale(visual_attention(q, k, first, memory_mib))
         return self._select_and_merge(hidden[:, first:], k[:, first:], scores, d, c)
-
     def _rescale(self, scores: torch.Tensor) -> torch.Tensor:
         """The VD-2 clean option: divide key j's score by the N - j visual queries that see it."""
         if self.options.llm.divisor == "all" or self.options.llm.scoring != "visual":

@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from visiondrop.encoder_stage import dominant_contextual, nominal_sub_images
+from visiondrop.encoder_stage import dominant_contextual
+from visiondrop.execution import Execution
+from visiondrop.layers import TowerLayerView
 from visiondrop.methods.base import Method
+from visiondrop.models import Geometry
+from visiondrop.reduction import UnitTokens
 
 
 @dataclass
@@ -41,18 +44,18 @@ class VisionZip(Method):
     has_encoder_stage = True
     variant_fields = ("fusion", "cls_softmax")
 
-    def tower_tokens(self, n_visual: int) -> int:
-        """(dominant + contextual) per sub-image: NeXT's nominal 2880 = 5 sub-images keeps 5x
-        (docs/methods.md, 'VisionZip', 'NeXT layout')."""
-        units = nominal_sub_images(n_visual)
-        total, limit = self.options.dominant + self.options.contextual, n_visual // units + 1
+    def tower_tokens(self, geometry: Geometry) -> int:
+        """(dominant + contextual) per unit: NeXT's nominal 5 sub-images keep 5x (docs/methods.md, 'VisionZip',
+        'NeXT layout')."""
+        total, limit = self.options.dominant + self.options.contextual, geometry.tower_tokens_per_unit
         if total > limit:
-            raise ValueError(f"dominant + contextual = {total} exceeds the {limit} tower tokens per sub-image "
+            raise ValueError(f"dominant + contextual = {total} exceeds the {limit} tower tokens per unit "
                              "(CLS + patches)")
-        return units * total
+        return geometry.units * total
 
-    def reduce_encoder(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module,
-                       select_feature: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def reduce_encoder(self, layer: TowerLayerView, layer_input: torch.Tensor, features: torch.Tensor,
+                       run: Execution) -> UnitTokens:
         opts = self.options
-        return dominant_contextual(layer_input, features, layer, opts.dominant, opts.contextual, opts.fusion,
-                                   fp32_softmax=opts.cls_softmax == "fp32")
+        out = dominant_contextual(layer_input, features, layer, opts.dominant, opts.contextual, opts.fusion,
+                                  fp32_softmax=opts.cls_softmax == "fp32")
+        return UnitTokens(*out, dominant=opts.dominant)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from visiondrop.encoder_stage import nominal_sub_images
+from visiondrop.execution import Execution
+from visiondrop.layers import TowerLayerView
 from visiondrop.methods.base import Method
-from visiondrop.scoring import clip_cls_attention
+from visiondrop.models import Geometry
+from visiondrop.reduction import UnitTokens
 
 
 @dataclass
@@ -70,24 +71,23 @@ class VisPruner(Method):
     has_encoder_stage = True
     variant_fields = ("ties", "precision")
 
-    def tower_tokens(self, n_visual: int) -> int:
-        """T per sub-image: NeXT's nominal 2880 = 5 sub-images keeps 5 T (public repo's per-sub-image path)."""
-        units = nominal_sub_images(n_visual)
-        if self.options.tokens > n_visual // units:
-            raise ValueError(f"tokens={self.options.tokens} exceeds the {n_visual // units} patch tokens per "
-                             "sub-image")
-        return units * self.options.tokens
+    def tower_tokens(self, geometry: Geometry) -> int:
+        """T per unit: NeXT's nominal 5 sub-images keep 5 T (public repo's per-sub-image path)."""
+        if self.options.tokens > geometry.patches_per_unit:
+            raise ValueError(f"tokens={self.options.tokens} exceeds the {geometry.patches_per_unit} patch tokens per "
+                             "unit")
+        return geometry.units * self.options.tokens
 
-    def reduce_encoder(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module,
-                       select_feature: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def reduce_encoder(self, layer: TowerLayerView, layer_input: torch.Tensor, features: torch.Tensor,
+                       run: Execution) -> UnitTokens:
         opts = self.options
         n_important = math.floor(opts.tokens * opts.important_ratio)
         fp32, stable = opts.precision == "fp32", opts.ties == "lowest_index"
-        probs, _ = clip_cls_attention(layer_input, layer, fp32_softmax=fp32)
+        probs, _ = layer.cls_attention(layer_input, fp32_softmax=fp32)
         scores = probs.mean(dim=1)[:, 1:]  # head mean, patch columns (CLS dropped)
         patches = features[:, 1:]
         order = torch.sort(scores, dim=-1, descending=True, stable=stable).indices
         diverse = diverse_subset_batched(patches.float() if fp32 else patches, order[:, n_important:],
                                          opts.tokens - n_important, stable=stable)
         origin = torch.cat([order[:, :n_important], diverse], dim=1).sort(dim=-1).values
-        return torch.take_along_dim(patches, origin[..., None], dim=1), origin
+        return UnitTokens(torch.take_along_dim(patches, origin[..., None], dim=1), origin, opts.tokens)

@@ -13,21 +13,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoConfig, LlamaConfig
 from transformers.cache_utils import DynamicCache
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+from transformers.models.llama.modeling_llama import (
+    LlamaDecoderLayer,
+    LlamaRMSNorm,
+    LlamaRotaryEmbedding,
+    rotate_half,
+)
 
 from llava.model.compat import LAYER_CACHE_KWARG
 from llava.model.graph_decode import DecodeGraphs, StaticKV
 from llava.model.llava_arch import LlavaMetaModel, LlavaMultimodalMixin
 from llava.model.sequence import SequenceBatch, attention_bias, pad_rows
+from visiondrop.execution import Execution
 from visiondrop.graphs import weights_changed, weights_version
-from visiondrop.reduction import Reduction
+from visiondrop.methods.base import Method
+from visiondrop.reduction import Reduction, Reductions
 
 # Attention kernels of an eager decode step, whose key length changes every step in every layer group: flash /
 # memory-efficient / math, not cuDNN's SDPA, which builds and caches an execution plan per shape.
@@ -43,18 +49,35 @@ class LlavaConfig(LlamaConfig):
 AutoConfig.register("llava_llama", LlavaConfig)
 
 
-class StageReducer(Protocol):
-    """What the decoder loop needs from an in-LLM pruning method (see visiondrop.methods)."""
+class LlamaLayerView:
+    """A LlamaDecoderLayer as pruning methods read it (visiondrop.layers.DecoderLayerView): input RMSNorm, q / k
+    projections, rotate-half RoPE; `fused`: the Triton RMSNorm / RoPE kernels (fp16 CUDA)."""
 
-    boundaries: tuple[int, ...]
-    compact_positions: bool
-    cached_decode: bool  # False: every decode step re-runs the pruned prefill over prompt + generated tokens
-    score_layer_offset: int  # 0: score with the layer about to run; -1: with the previous layer (its input too)
+    def __init__(self, layer: LlamaDecoderLayer):
+        self.layer = layer
+        self.index = layer.self_attn.layer_idx
+        self.head_dim = layer.self_attn.head_dim
 
-    def begin_prefill(self, batch: SequenceBatch) -> None: ...
+    def normed(self, hidden: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        norm = self.layer.input_layernorm
+        if fused:
+            from visiondrop import kernels
 
-    def reduce(self, stage: int, layer_idx: int, batch: SequenceBatch, layer: nn.Module,
-               rope: tuple) -> Reduction | list: ...
+            return kernels.rms_norm(hidden, norm.weight, norm.variance_epsilon)
+        return norm(hidden)
+
+    def queries(self, normed: torch.Tensor) -> torch.Tensor:
+        return self.layer.self_attn.q_proj(normed).unflatten(-1, (-1, self.head_dim))
+
+    def keys(self, normed: torch.Tensor) -> torch.Tensor:
+        return self.layer.self_attn.k_proj(normed).unflatten(-1, (-1, self.head_dim))
+
+    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        if fused:
+            from visiondrop import kernels
+
+            return kernels.rope(x, cos, sin)
+        return x * cos[..., None, :] + rotate_half(x) * sin[..., None, :]
 
 
 @dataclass
@@ -89,7 +112,17 @@ class LlavaLlamaModel(LlavaMetaModel):
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = LlamaRotaryEmbedding(config=config)
-        self.reducer: StageReducer | None = None
+        self.method: Method | None = None  # the in-LLM pruning method (None: no boundaries)
+        self.reduce_stage: Callable | None = None  # called instead of method.reduce when set (timing, replay)
+        self.execution = Execution()
+
+    def layer_view(self, index: int) -> LlamaLayerView:
+        """Decoder layer `index` as pruning methods read it."""
+        return LlamaLayerView(self.layers[index])
+
+    def next_position(self, positions: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """Position of each row's first new token [B]: one after its last real position (1-D RoPE positions)."""
+        return positions.masked_fill(~key_mask, -1).max(dim=1).values + 1
 
     @property
     def attn_implementation(self) -> str:
@@ -120,14 +153,15 @@ class LlavaLlamaModel(LlavaMetaModel):
             return graphs.prefill_layers(cache, hidden, mask, rope, first, stop)
 
         n_layers = len(self.layers)
-        boundaries = sorted(self.reducer.boundaries) if self.reducer is not None else []
+        method = self.method
+        boundaries = sorted(method.boundaries) if method is not None else []
         if boundaries and boundaries[-1] >= n_layers:
             raise ValueError(f"pruning boundary after layer {boundaries[-1]} but the model has {n_layers} layers")
-        offset = self.reducer.score_layer_offset if boundaries else 0
+        offset = method.score_layer_offset if boundaries else 0
         if offset not in (0, -1):
             raise ValueError(f"score_layer_offset={offset}: only 0 (next layer) or -1 (previous layer) are supported")
-        if boundaries:
-            self.reducer.begin_prefill(batch)
+        state = method.begin_prefill(batch) if boundaries else None
+        reduce = (self.reduce_stage or method.reduce) if boundaries else None
         counts = torch.zeros(n_layers, batch.hidden.shape[0], dtype=torch.long)
         stage_origins = [batch.origin]
         segments = []
@@ -135,8 +169,8 @@ class LlavaLlamaModel(LlavaMetaModel):
         rope = None
         for stage, (first, stop) in enumerate(zip(starts, [*boundaries, n_layers])):
             if stage > 0:  # positions are still those of the segment that just ran: its RoPE scores this stage
-                reductions = self.reducer.reduce(stage, first, batch, self.layers[first + offset], rope)
-                batch = apply_reductions(batch, reductions, self.reducer.compact_positions)
+                reductions = reduce(stage, batch, self.layer_view(first + offset), rope, state, self.execution)
+                batch = apply_reductions(batch, reductions, method.compact_positions)
                 stage_origins.append(batch.origin)
             counts[first:stop] = batch.visual_len
             padded = batch.has_padding
@@ -148,8 +182,7 @@ class LlavaLlamaModel(LlavaMetaModel):
                 batch = replace(batch, layer_input=hidden)
                 hidden = run_layers(hidden, mask, rope, split, stop)
             batch = batch.with_hidden(hidden)
-            last_pos = batch.positions.masked_fill(~batch.key_mask, -1).max(dim=1).values
-            segments.append(Segment(first, batch.key_mask, last_pos + 1, padded))
+            segments.append(Segment(first, batch.key_mask, self.next_position(batch.positions, batch.key_mask), padded))
         final = self.norm(batch.hidden)
         last_index = (batch.lengths - 1).to(final.device)
         return final, last_index, segments, ForwardStats(counts, stage_origins)
@@ -196,18 +229,14 @@ class DecodeTables:
     prompt_lengths: list[int]
 
 
-def apply_reductions(batch: SequenceBatch, reductions, compact_positions: bool) -> SequenceBatch:
-    """Rebuild every row as prefix + reduced visual segment + suffix, re-padded on the right.
-
-    `reductions` is one Reduction per sample (None = unchanged), or one batched Reduction covering every row
-    (rows then share the visual span, so the whole batch is rebuilt with a few tensor ops).
-    """
-    if isinstance(reductions, Reduction):
-        if len(set(batch.visual_start.tolist())) == 1 and len(set(batch.visual_len.tolist())) == 1:
-            return _apply_batched(batch, reductions, compact_positions)
-        reductions = reductions.split()
+def apply_reductions(batch: SequenceBatch, reductions: Reductions, compact_positions: bool) -> SequenceBatch:
+    """Rebuild every row as prefix + reduced visual segment + suffix, re-padded on the right (with a shared
+    batched reduction and one shared visual span, the whole batch is rebuilt with a few tensor ops)."""
+    shared = reductions.shared
+    if shared is not None and len(set(batch.visual_start.tolist())) == 1 and len(set(batch.visual_len.tolist())) == 1:
+        return _apply_batched(batch, shared, compact_positions)
     rows, pos_rows, origins, new_len = [], [], [], []
-    for b, red in enumerate(reductions):
+    for b, red in enumerate(reductions.per_row()):
         n_real = int(batch.lengths[b])
         start, n_vis = int(batch.visual_start[b]), int(batch.visual_len[b])
         hidden, pos, origin = batch.hidden[b, :n_real], batch.positions[b, :n_real], batch.origin[b]
@@ -303,7 +332,7 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
         per-step logits [B, n, V]."""
         eos = self.config.eos_token_id if eos_token_id is None else eos_token_id
         if use_cache is None:
-            use_cache = getattr(self.model.reducer, "cached_decode", True)
+            use_cache = self.model.method.cached_decode if self.model.method is not None else True
         if cuda_graph is None:
             cuda_graph = self.fast_path_applies()
         with self.vision_graphs(cuda_graph):

@@ -12,6 +12,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 from transformers.utils import logging as hf_logging
 
 from visiondrop.graphs import GraphCache
+from visiondrop.reduction import UnitTokens
 
 
 def selected_layer_index(num_layers: int, select_layer: int) -> int:
@@ -23,11 +24,35 @@ def selected_layer_index(num_layers: int, select_layer: int) -> int:
         raise ValueError(f"mm_vision_select_layer={select_layer} is outside a {num_layers}-layer tower")
     return index
 
+
+class CLIPLayerView:
+    """A CLIPEncoderLayer as encoder-stage methods read it (visiondrop.layers.TowerLayerView)."""
+
+    def __init__(self, layer: nn.Module):
+        self.layer = layer
+        self.head_dim = layer.self_attn.head_dim
+
+    def cls_attention(self, layer_input: torch.Tensor,
+                      fp32_softmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The [CLS] query's attention probabilities per head [n, H, T] over the layer's input [n, T, C] (softmax in
+        fp32, cast back, as CLIP's eager path; `fp32_softmax=False`: in the input's dtype, as the VisionZip /
+        VisPruner releases' attention) and the raw keys [n, T, H, d]."""
+        attn = self.layer.self_attn
+        z = self.layer.layer_norm1(layer_input)
+        n, t, _ = z.shape
+        q = attn.q_proj(z[:, :1]).view(n, 1, attn.num_heads, self.head_dim)
+        k = attn.k_proj(z).view(n, t, attn.num_heads, self.head_dim)
+        logits = torch.einsum("nqhd,nkhd->nhk", q, k) * attn.scale
+        probs = logits.float().softmax(dim=-1).to(z.dtype) if fp32_softmax else logits.softmax(dim=-1)
+        return probs, k
+
+
 class CLIPVisionTower(nn.Module):
     """Wraps transformers' CLIPVisionModel as LLaVA does (`mm_vision_select_layer`, `..._select_feature`).
 
-    `encode` returns features [n, T, C] and `origin` [n, T]: the tower token each output token stands for
-    (-1 for CLS, patches 0..P-1). Pruning-aware subclasses override `select` to reduce the tokens. Inside
+    `encode` returns the units' tokens (`UnitTokens`: features [n, T, C] and `origin` [n, T], the tower token each
+    output token stands for, -1 for CLS, patches 0..P-1). Pruning-aware subclasses override `select` to reduce them.
+    Inside
     `graphed(True)` the CLIP layers of a call with at most `graph_max_tokens` tower tokens (images x tokens)
     replay from a CUDA graph per input shape (captured on the second call of a shape); `select` runs outside it.
     """
@@ -74,10 +99,6 @@ class CLIPVisionTower(nn.Module):
         """True when `select` returns a reduced token set (encoder-stage pruning); the plain tower never does."""
         return False
 
-    def dominant_tokens(self, n_out: int) -> int:
-        """Leading dominant tokens among the `n_out` per sub-image that `select` returns (the rest are merged)."""
-        return n_out
-
     @property
     def dtype(self) -> torch.dtype:
         return self.vision_tower.embeddings.patch_embedding.weight.dtype
@@ -86,8 +107,8 @@ class CLIPVisionTower(nn.Module):
         return selected_layer_index(self.config.num_hidden_layers, self.select_layer)
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[n, 3, H, W] pixels -> (features [n, T, C], origin [n, T])."""
+    def encode(self, images: torch.Tensor) -> UnitTokens:
+        """[n, 3, H, W] pixels -> the tokens of each of the n units (images / crops)."""
         index = self._layer_index()
         pixels = images.to(self.dtype)
         small = pixels.shape[0] * (self.num_patches + 1) <= self.graph_max_tokens
@@ -104,15 +125,15 @@ class CLIPVisionTower(nn.Module):
         index = self._layer_index()
         return out.hidden_states[index - 1], out.hidden_states[index]
 
-    def select(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module):
+    def select(self, layer_input: torch.Tensor, features: torch.Tensor, layer: nn.Module) -> UnitTokens:
         """Choose the output tokens from the selected layer's output (its input and module are for scorers)."""
         origin = torch.arange(-1, features.shape[1] - 1, device=features.device).expand(features.shape[0], -1)
         if self.select_feature == "patch":
-            return features[:, 1:], origin[:, 1:]
-        return features, origin
+            features, origin = features[:, 1:], origin[:, 1:]
+        return UnitTokens(features, origin, dominant=features.shape[1])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encode(images)[0]
+        return self.encode(images).features
 
 
 def load_clip(name_or_path: str) -> CLIPVisionModel:
