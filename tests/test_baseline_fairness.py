@@ -28,11 +28,12 @@ from test_baselines import (
 from llava.eval.scoring.results import load_results, write_result
 from llava.model.language_model.llava_llama import apply_reductions
 from visiondrop.config import ConfigError, load_config, validate_budget
+from visiondrop.execution import Execution
 from visiondrop.merging import dpc_knn_merge
 from visiondrop.methods.fastv import FastV, FastVOptions
 from visiondrop.methods.visionzip import VisionZip, VisionZipOptions
 from visiondrop.methods.vispruner import VisPruner, VisPrunerOptions
-from visiondrop.scoring import clip_cls_attention, last_token_attention
+from visiondrop.scoring import last_token_attention
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def planted_ties(n_patches: int, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 def cls_attention_f64(layer_input: torch.Tensor) -> list[float]:
     """Head-mean CLS attention to every patch of one image, in float64."""
     with torch.no_grad():
-        probs, _ = clip_cls_attention(layer_input.double(), clip_layer_with_known_attention().double())
+        probs, _ = clip_layer_with_known_attention(torch.float64).cls_attention(layer_input.double())
     return probs.mean(dim=1)[0, 1:].tolist()
 
 
@@ -72,10 +73,10 @@ def reference_selection(layer_input: torch.Tensor, features: torch.Tensor, token
 
 
 def run_vispruner(layer_input, features, dtype=torch.float32, **options) -> torch.Tensor:
-    layer = clip_layer_with_known_attention().to(dtype)
+    layer = clip_layer_with_known_attention(dtype)
     method = VisPruner(VisPrunerOptions(**options))
     with torch.no_grad():
-        return method.reduce_encoder(layer_input.to(dtype), features.to(dtype), layer, "patch")[1]
+        return method.reduce_encoder(layer, layer_input.to(dtype), features.to(dtype), Execution()).origin
 
 
 @pytest.mark.parametrize("n_patches", [25, 26])  # residual 20 (even) and 21 (odd: the release crashes)
@@ -121,8 +122,9 @@ def test_visionzip_cls_softmax_in_the_tower_dtype_or_fp32():
     for dtype, softmax in ((torch.float32, "tower"), (torch.float16, "tower"), (torch.float16, "fp32")):
         method = VisionZip(VisionZipOptions(dominant=4, contextual=2, cls_softmax=softmax))
         with torch.no_grad():
-            out, origin = method.reduce_encoder(layer_input.to(dtype), features.to(dtype),
-                                                clip_layer_with_known_attention().to(dtype), "patch")
+            units = method.reduce_encoder(clip_layer_with_known_attention(dtype), layer_input.to(dtype),
+                                          features.to(dtype), Execution())
+            out, origin = units.features, units.origin
         assert out.dtype == dtype
         selections.append(origin[0].tolist())
     assert selections[0] == selections[1] == selections[2] == [-1, 1, 3, 8, 0, 5]  # as by hand in test_baselines
@@ -206,7 +208,7 @@ def test_fastv_released_window_keeps_the_release_keep_list(first_text_angle, tex
     with torch.no_grad():
         attention = last_token_attention(inputs, layer, rope[0][0], rope[1][0], slice(0, 11))
         expected = released_keep_list(attention, sys_length=3, image_length=6, rank=3)
-        reductions = FastV(FastVOptions(keep=3, window_offset=1)).reduce(1, 2, batch, layer, rope)
+        reductions = FastV(FastVOptions(keep=3, window_offset=1)).reduce(1, batch, layer, rope, None, Execution())
     assert (8 in expected) == text_wins
     pruned = apply_reductions(batch, reductions, compact_positions=False)  # FastV keeps original positions
     assert pruned.positions[0, :int(pruned.lengths[0])].tolist() == expected

@@ -14,8 +14,11 @@ from transformers import CLIPVisionConfig, LlamaConfig
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
+from llava.model.language_model.llava_llama import LlamaLayerView
+from llava.model.multimodal_encoder.clip_encoder import CLIPLayerView
 from llava.model.sequence import SequenceBatch
 from visiondrop.config import ConfigError, load_config, validate_budget
+from visiondrop.execution import Execution
 from visiondrop.merging import dpc_knn_merge
 from visiondrop.methods.fastv import FastV, FastVOptions
 from visiondrop.methods.pdrop import PDrop, PDropOptions
@@ -23,11 +26,12 @@ from visiondrop.methods.replay import Replay
 from visiondrop.methods.sparsevlm import SparseVLM, SparseVLMOptions, text_raters
 from visiondrop.methods.visionzip import VisionZip, VisionZipOptions
 from visiondrop.methods.vispruner import VisPruner, VisPrunerOptions, diverse_subset_batched
-from visiondrop.reduction import Reduction
+from visiondrop.models import MODELS
 from visiondrop.scoring import last_token_attention
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 N = 576
+LLAVA15 = MODELS["llava-v1.5-7b"].geometry
 
 
 def diverse_subset(tokens: torch.Tensor, residual: torch.Tensor, n_keep: int, step: int = 8) -> torch.Tensor:
@@ -49,11 +53,6 @@ def diverse_subset(tokens: torch.Tensor, residual: torch.Tensor, n_keep: int, st
         order = torch.sort(similarity, descending=True, stable=True).indices
         rest = torch.cat([a[order[r:]], b])
     return rest
-
-
-def per_row(reductions):
-    """A method's reductions as one per row (methods return one batched Reduction for uniform batches)."""
-    return reductions.split() if isinstance(reductions, Reduction) else reductions
 
 
 def per_layer(*groups: tuple[int, int]) -> list[int]:
@@ -104,7 +103,7 @@ def test_measured_counts_meet_the_budget(tiny, method, budget):
     cfg = install(model, method, budget)
     model(encode_prompt(tok, QUESTIONS[0])[None], images=stand_in_image(1))
     measured = model.last_stats.visual_per_layer[:, 0].tolist()
-    assert measured == EXPECTED[method, budget] == model.method.layer_counts(N, 32) == validate_budget(cfg)
+    assert measured == EXPECTED[method, budget] == model.method.layer_counts(LLAVA15) == validate_budget(cfg)
     average = model.last_stats.average_visual_tokens[0]
     if method == "sparsevlm":
         assert cfg.allow_budget_mismatch and average == SPARSEVLM_STRICT[budget]
@@ -146,15 +145,16 @@ def angle_rows(angles: list[float], width: int = 8) -> torch.Tensor:
     return rows
 
 
-def identity_decoder_layer(width: int = 8) -> LlamaDecoderLayer:
-    """One-head decoder layer with q = k = RMSNorm(x), so attention logits are width * cos(angle difference)."""
+def identity_decoder_layer(width: int = 8) -> LlamaLayerView:
+    """One-head decoder layer (as methods see it) with q = k = RMSNorm(x), so attention logits are
+    width * cos(angle difference)."""
     config = LlamaConfig(hidden_size=width, intermediate_size=width, num_attention_heads=1, num_key_value_heads=1,
                          head_dim=width)
     layer = LlamaDecoderLayer(config, 0)
     with torch.no_grad():
         layer.self_attn.q_proj.weight.copy_(torch.eye(width))
         layer.self_attn.k_proj.weight.copy_(torch.eye(width))
-    return layer
+    return LlamaLayerView(layer)
 
 
 def one_sample_batch(hidden: torch.Tensor, start: int, n_vis: int, layer_input=None) -> tuple:
@@ -181,10 +181,10 @@ def test_fastv_keeps_the_top_tokens_of_the_last_token_attention():
     cos, sin = rope[0][0], rope[1][0]
     assert_close(last_token_attention(inputs, layer, cos, sin, slice(2, 8)), torch.tensor(probs),
                                atol=1e-5, rtol=0)
-    (red,) = per_row(FastV(FastVOptions(keep=3)).reduce(1, 2, batch, layer, rope))
+    (red,) = FastV(FastVOptions(keep=3)).reduce(1, batch, layer, rope, None, Execution()).per_row()
     assert red.keep.tolist() == top3 and red.merged is None
     # released window [start+1, start+1+N): visual 0 always kept, the first text token (angle 0.05) wins a slot
-    (red,) = per_row(FastV(FastVOptions(keep=3, window_offset=1)).reduce(1, 2, batch, layer, rope))
+    (red,) = FastV(FastVOptions(keep=3, window_offset=1)).reduce(1, batch, layer, rope, None, Execution()).per_row()
     assert red.keep.tolist() == [0, 1, 3]
 
 
@@ -193,21 +193,22 @@ def test_pdrop_keeps_spatial_order_and_floor_counts():
     hidden = angle_rows([2.0, 2.5, *visual, 1.0, 0.0])
     batch, rope = one_sample_batch(hidden, 2, 6)
     method = PDrop(PDropOptions(layers=[2, 4], ratio=0.5))
-    method.begin_prefill(batch)
-    (red,) = per_row(method.reduce(1, 2, batch, identity_decoder_layer(), rope))
+    state = method.begin_prefill(batch)
+    (red,) = method.reduce(1, batch, identity_decoder_layer(), rope, state, Execution()).per_row()
     assert red.keep.tolist() == [0, 2, 4]  # floor(6 * 0.5) = 3, ascending (not score order 4, 0, 2)
     assert method.stage_counts(6) == [3, 1] and method.stage_counts(N) == [288, 144]
 
 
-def clip_layer_with_known_attention() -> CLIPEncoderLayer:
-    """2-head CLIP layer: token (cos a, sin a, -cos a, -sin a) gives both heads q = k ~ (cos a, sin a)."""
+def clip_layer_with_known_attention(dtype: torch.dtype = torch.float32) -> CLIPLayerView:
+    """2-head CLIP layer (as methods see it): token (cos a, sin a, -cos a, -sin a) gives both heads
+    q = k ~ (cos a, sin a)."""
     layer = CLIPEncoderLayer(CLIPVisionConfig(hidden_size=4, intermediate_size=4, num_attention_heads=2))
     flip = torch.diag(torch.tensor([1.0, 1.0, -1.0, -1.0]))
     with torch.no_grad():
         for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
             proj.weight.copy_(flip)
             proj.bias.zero_()
-    return layer
+    return CLIPLayerView(layer.to(dtype))
 
 
 def tower_input(patch_angles: list[float]) -> torch.Tensor:
@@ -223,15 +224,15 @@ PATCH_ANGLES = [0.9, 0.05, 2.0, 0.3, -2.2, -0.5, 2.9, -1.9, 0.2, -3.0]
 def test_visionzip_dominant_and_contextual_by_hand():
     features = torch.randn(1, 11, 6)  # tower index 0 = CLS, patch p at index p + 1
     method = VisionZip(VisionZipOptions(dominant=4, contextual=2))
-    out, origin = method.reduce_encoder(tower_input(PATCH_ANGLES), features, clip_layer_with_known_attention(),
-                                        "patch")
+    units = method.reduce_encoder(clip_layer_with_known_attention(), tower_input(PATCH_ANGLES), features, Execution())
+    out, origin = units.features, units.origin
     # dominant: CLS + top-3 patches p1, p3, p8 (ascending); remaining p0 p2 p4 p5 p6 p7 p9, step 7 // 2 = 3:
     # targets p0 (0.9) and p5 (-0.5); by key angle p2, p6, p9 join p0 and p4, p7 join p5.
     assert origin[0].tolist() == [-1, 1, 3, 8, 0, 5]
     f = features[0]
     expected = torch.stack([f[0], f[2], f[4], f[9], f[1] + (f[3] + f[7] + f[10]) / 3, f[6] + (f[5] + f[8]) / 2])
     assert_close(out[0], expected)
-    assert method.tower_tokens(N) == 6
+    assert method.tower_tokens(LLAVA15) == 6
 
 
 def test_vispruner_important_and_diverse_by_hand():
@@ -239,8 +240,9 @@ def test_vispruner_important_and_diverse_by_hand():
     degrees = {0: 5, 1: 40, 2: 95, 3: 130, 4: 90, 5: 300, 6: 225, 7: 0, 8: 250, 9: 180}
     rad = torch.tensor([math.radians(degrees[p]) for p in range(10)])
     features = torch.cat([torch.zeros(1, 2), torch.stack([rad.cos(), rad.sin()], dim=-1)])[None]
-    out, origin = VisPruner(VisPrunerOptions(tokens=8, important_ratio=0.5)).reduce_encoder(
-        tower_input(PATCH_ANGLES), features, clip_layer_with_known_attention(), "patch")
+    units = VisPruner(VisPrunerOptions(tokens=8, important_ratio=0.5)).reduce_encoder(
+        clip_layer_with_known_attention(), tower_input(PATCH_ANGLES), features, Execution())
+    out, origin = units.features, units.origin
     # important: p1, p8, p3, p5. Residual (descending attention): p0 p7 p2 p4 p6 p9 -> a = p0 p2 p6, b = p7 p4 p9;
     # r = min(8, 6 - 4) = 2: p0 and p2 (most similar to a b-token) go; diverse = p6, p7, p4, p9.
     assert origin[0].tolist() == [1, 3, 4, 5, 6, 7, 8, 9]
@@ -285,10 +287,11 @@ def test_vispruner_batch_equals_one_image_at_a_time():
     layer_input = torch.cat([tower_input(a.tolist()) for a in angles])
     features = torch.randn(3, 41, 6, generator=g)
     method, layer = VisPruner(VisPrunerOptions(tokens=12, important_ratio=0.5)), clip_layer_with_known_attention()
-    out, origin = method.reduce_encoder(layer_input, features, layer, "patch")
+    units = method.reduce_encoder(layer, layer_input, features, Execution())
+    out, origin = units.features, units.origin
     for i in range(3):
-        one, one_origin = method.reduce_encoder(layer_input[i:i + 1], features[i:i + 1], layer, "patch")
-        assert torch.equal(origin[i], one_origin[0]) and torch.equal(out[i], one[0])
+        one = method.reduce_encoder(layer, layer_input[i:i + 1], features[i:i + 1], Execution())
+        assert torch.equal(origin[i], one.origin[0]) and torch.equal(out[i], one.features[0])
         assert_close(out[i], features[i, 1:][origin[i]], atol=0, rtol=0)
 
 
@@ -318,8 +321,8 @@ def test_cached_generation_equals_pruned_recomputation(tiny, method):
     install(model, method)
     ids, image = encode_prompt(tok, QUESTIONS[0]), stand_in_image(2)
     first = model(ids[None], images=image)[0, -1]
-    if model.model.reducer is not None:  # in-LLM methods: hold the prompt's decisions fixed
-        model.model.reducer = Replay(model.method)
+    if model.model.method is not None:  # in-LLM methods: hold the prompt's decisions fixed
+        model.model.reduce_stage = Replay(model.model.method)
     tokens, logits = model.generate(ids[None], images=image, max_new_tokens=4, return_logits=True)
     assert_close(logits[0, 0], first, atol=1e-5, rtol=0)
     recomputed = model(torch.cat([ids, tokens[0, :-1].cpu()])[None], images=image)[0, -tokens.shape[1]:]

@@ -148,7 +148,7 @@ def test_timed_loop_equals_generate_and_times_the_selection():
     assert set(sections) == {"vit", "select_encoder", "select_llm"}
     assert len(timer.marks_ms()[0]) == 3
     model.attach_timer(None)
-    assert model.model.reducer is model.method and model.get_vision_tower().timer is None
+    assert model.model.reduce_stage is None and model.get_vision_tower().timer is None
 
 
 def test_graph_decode_mode_runs_and_says_so(tmp_path):

@@ -9,8 +9,11 @@ import pytest
 import torch
 from conftest import TEST_DEVICE
 
+from llava.model.language_model.llava_llama import LlamaLayerView
+from llava.model.multimodal_encoder.clip_encoder import CLIPLayerView
 from llava.model.sequence import SequenceBatch
 from visiondrop.config import load_config
+from visiondrop.execution import Execution, ExecutionOptions
 from visiondrop.merging import ascending_split, contextual_merge
 from visiondrop.methods import build_method
 from visiondrop.scoring import attention_to_columns
@@ -126,8 +129,9 @@ def test_fused_encoder_stage_equals_the_torch_stage():
     layer.self_attn.q_proj.weight.data *= 30
     g = torch.Generator().manual_seed(0)
     layer_input, features = (torch.randn(2, 577, 64, generator=g).half().to(TEST_DEVICE) for _ in range(2))
-    fused = dominant_contextual(layer_input, features, layer, 42, 6, fused=True)
-    reference = dominant_contextual(layer_input, features, layer, 42, 6)
+    view = CLIPLayerView(layer)
+    fused = dominant_contextual(layer_input, features, view, 42, 6, fused=True)
+    reference = dominant_contextual(layer_input, features, view, 42, 6)
     assert fused[0].shape == (2, 48, 64) and bool((fused[1][:, 0] == -1).all())  # CLS first
     assert all(torch.equal(a, b) for a, b in zip(fused, reference))
 
@@ -144,24 +148,29 @@ def stage_inputs(tiny_llm_layer, rotary, batch: int, first: int, n_vis: int, see
     return seq, rotary(hidden, positions)
 
 
-def visiondrop_with(**llm) -> object:
-    raw = {"method": "visiondrop", "encoder": {"enabled": False}, "llm": {"tokens": [[20, 4], [12, 3], [8, 2]], **llm}}
-    return build_method(load_config(raw=raw))
+def visiondrop_with(llm: dict | None = None, **execution) -> tuple:
+    """An in-LLM-only VisionDrop with `llm` options and its execution layer with `execution` options."""
+    raw = {"method": "visiondrop", "encoder": {"enabled": False},
+           "llm": {"tokens": [[20, 4], [12, 3], [8, 2]], **(llm or {})}, "execution": execution}
+    config = load_config(raw=raw)
+    return build_method(config), Execution(config.execution)
 
 
 @pytest.fixture(scope="module")
 def fp16_layer(load_tiny):
     _, model = load_tiny()
     layer = copy.deepcopy(model.model.layers[8]).to(TEST_DEVICE, torch.float16)
-    return layer, model.model.rotary_emb
+    return LlamaLayerView(layer), model.model.rotary_emb
 
 
 @pytest.mark.parametrize("options", [{}, {"divisor": "visible"}])
 def test_stage_is_the_same_with_either_kernels(fp16_layer, options):
     layer, rotary = fp16_layer
-    batch, rope = stage_inputs(layer, rotary, batch=2, first=9, n_vis=90, seed=1)
-    triton_path = visiondrop_with(kernels="triton", **options).reduce(1, 8, batch, layer, rope)
-    torch_path = visiondrop_with(kernels="torch", **options).reduce(1, 8, batch, layer, rope)
+    batch, rope = stage_inputs(layer.layer, rotary, batch=2, first=9, n_vis=90, seed=1)
+    method, triton = visiondrop_with(options, kernels="triton")
+    torch_run = visiondrop_with(options, kernels="torch")[1]
+    triton_path = method.reduce(1, batch, layer, rope, None, triton).shared
+    torch_path = method.reduce(1, batch, layer, rope, None, torch_run).shared
     assert torch.equal(triton_path.keep, torch_path.keep)
     assert torch.equal(triton_path.merged_index, torch_path.merged_index)
     assert torch.equal(triton_path.merged, torch_path.merged)
@@ -170,10 +179,11 @@ def test_stage_is_the_same_with_either_kernels(fp16_layer, options):
 @pytest.mark.skipif(not torch.cuda.is_available() or TEST_DEVICE != "cuda", reason="CUDA graphs need a GPU")
 def test_graph_replay_equals_the_eager_stage(fp16_layer):
     layer, rotary = fp16_layer
-    graphed, eager = visiondrop_with(), visiondrop_with(graph_max_tokens=0)
+    (method, graphed), (_, eager) = visiondrop_with(), visiondrop_with(graph_max_tokens=0)
     for seed in (1, 2, 3):  # the first call captures, later ones replay with new values
-        batch, rope = stage_inputs(layer, rotary, batch=2, first=9, n_vis=90, seed=seed)
-        a, b = graphed.reduce(1, 8, batch, layer, rope), eager.reduce(1, 8, batch, layer, rope)
+        batch, rope = stage_inputs(layer.layer, rotary, batch=2, first=9, n_vis=90, seed=seed)
+        a = method.reduce(1, batch, layer, rope, None, graphed).shared
+        b = method.reduce(1, batch, layer, rope, None, eager).shared
         assert torch.equal(a.keep, b.keep) and torch.equal(a.merged, b.merged)
         assert torch.equal(a.merged_index, b.merged_index)
     assert len(graphed.graphs.entries) == 1 and not eager.graphs.entries
@@ -183,18 +193,18 @@ def test_graph_replay_equals_the_eager_stage(fp16_layer):
 def test_graph_replay_equals_the_eager_encoder_stage(load_tiny):
     _, model = load_tiny()
     tower = model.get_vision_tower().vision_tower
-    layer = copy.deepcopy(tower.encoder.layers[-2]).to(TEST_DEVICE, torch.float16)
-    width = layer.self_attn.q_proj.in_features
-    raw = {"method": "visiondrop", "encoder": {"dominant": 42, "contextual": 6}}
-    graphed = build_method(load_config(raw=raw))
-    eager = build_method(load_config(raw={**raw, "llm": {"graph_max_tokens": 0}}))
+    layer = CLIPLayerView(copy.deepcopy(tower.encoder.layers[-2]).to(TEST_DEVICE, torch.float16))
+    width = layer.layer.self_attn.q_proj.in_features
+    method = build_method(load_config(raw={"method": "visiondrop", "encoder": {"dominant": 42, "contextual": 6}}))
+    graphed, eager = Execution(), Execution(ExecutionOptions(graph_max_tokens=0))
     for seed in (1, 2, 3):  # five crops, as a NeXT image; the first call captures
         g = torch.Generator().manual_seed(seed)
         layer_input = torch.randn(5, 577, width, generator=g).half().to(TEST_DEVICE)
         features = torch.randn(5, 577, width, generator=g).half().to(TEST_DEVICE)
-        a = graphed.reduce_encoder(layer_input, features, layer, "patch")
-        b = eager.reduce_encoder(layer_input, features, layer, "patch")
-        assert all(torch.equal(x, y) for x, y in zip(a, b)) and a[0].shape == (5, 48, width)
+        a = method.reduce_encoder(layer, layer_input, features, graphed)
+        b = method.reduce_encoder(layer, layer_input, features, eager)
+        assert torch.equal(a.features, b.features) and torch.equal(a.origin, b.origin)
+        assert a.features.shape == (5, 48, width)
     assert len(graphed.graphs.entries) == 1 and not eager.graphs.entries
 
 

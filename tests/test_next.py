@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from llava.model.builder import load_pretrained_model
 from llava.model.tiny import NEXT_PINPOINTS, tiny_llava_next_path
 from llava.model.visiondrop_llava import load_model_for_eval
 from visiondrop.config import load_config, validate_budget
+from visiondrop.models import MODELS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SIDE, P = 24, 576
@@ -279,9 +281,10 @@ def test_next_baseline_configs_meet_the_budget_and_160_is_infeasible():
     with pytest.raises(ConfigError, match="not both"):
         load_config(raw={"method": "fastv", "model": "llava-next-7b", "keep": 149, "prune_ratio": 0.9483})
     vz = VisionZip(VisionZipOptions(dominant=54, contextual=10))  # per sub-image: 1 (576), 3 (1728), 5 (2880)
-    assert [vz.tower_tokens(n) for n in (576, 1728, 2880)] == [64, 192, 320]
-    with pytest.raises(ValueError, match="exceeds the 577 tower tokens per sub-image"):
-        VisionZip(VisionZipOptions(dominant=500, contextual=100)).tower_tokens(2880)
+    next_geometry = MODELS["llava-next-7b"].geometry
+    assert [vz.tower_tokens(replace(next_geometry, units=u)) for u in (1, 3, 5)] == [64, 192, 320]
+    with pytest.raises(ValueError, match="exceeds the 577 tower tokens per unit"):
+        VisionZip(VisionZipOptions(dominant=500, contextual=100)).tower_tokens(next_geometry)
 
 
 @pytest.mark.parametrize("method", ["visionzip", "fastv", "pdrop"])
@@ -299,8 +302,8 @@ def test_next_baselines_counts_and_cached_generation(next_model, method):
         assert model.last_stats.visual_per_layer[:, i].tolist() == expected
     ids, image, size = prompts[1], images[1:], sizes[1:]
     first = model(ids[None], images=image, image_sizes=size)[0, -1]
-    if model.model.reducer is not None:  # in-LLM methods score with the last token: hold the prompt's decisions
-        model.model.reducer = Replay(model.method)
+    if model.model.method is not None:  # in-LLM methods score with the last token: hold the prompt's decisions
+        model.model.reduce_stage = Replay(model.model.method)
     tokens, logits = model.generate(ids[None], images=image, image_sizes=size, max_new_tokens=3, return_logits=True)
     assert_close(logits[0, 0], first, atol=1e-5, rtol=0)
     recomputed = model(torch.cat([ids, tokens[0, :-1].cpu()])[None], images=image, image_sizes=size)

@@ -9,10 +9,11 @@ import pytest
 import torch
 from conftest import assert_batch_equals_one_at_a_time, assert_close, encode_prompt, right_pad, stand_in_image
 
+from llava.model.multimodal_encoder.clip_encoder import CLIPLayerView
 from llava.model.visiondrop_llava import official_flags_to_overrides
 from visiondrop.config import ConfigError, load_config, validate_budget
 from visiondrop.merging import ascending_split, contextual_merge, top_indices_ascending
-from visiondrop.scoring import attention_to_columns, clip_cls_attention, take_rows
+from visiondrop.scoring import attention_to_columns, take_rows
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "visiondrop"
 FULL_RETENTION = ["encoder.enabled=false", "llm.tokens=[[570,6],[570,6],[570,6]]", "budget=576"]
@@ -119,7 +120,7 @@ def test_clip_cls_attention_equals_clip_attention_weights(vd64):
         out = tower(stand_in_image(7).to(tower.device), output_hidden_states=True, output_attentions=True)
     finally:
         tower.config._attn_implementation = "sdpa"
-    probs, _ = clip_cls_attention(out.hidden_states[-3], tower.encoder.layers[-2])
+    probs, _ = CLIPLayerView(tower.encoder.layers[-2]).cls_attention(out.hidden_states[-3])
     assert_close(probs, out.attentions[-2][:, :, 0], atol=1e-6, rtol=0)
 
 
