@@ -42,10 +42,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llava.bench.analytic import analytic  # noqa: E402
-from llava.bench.graphs import graph_prefill  # noqa: E402
-from llava.bench.reference import measure_reference, reference_inputs, reference_model  # noqa: E402
-from llava.bench.report import (  # noqa: E402
+from benchmarks.analytic import analytic  # noqa: E402
+from benchmarks.graphs import graph_prefill  # noqa: E402
+from benchmarks.reference import measure_reference, reference_inputs, reference_model  # noqa: E402
+from benchmarks.report import (  # noqa: E402
     TRANSFORMERS,
     add_ratios,
     add_transformers_ratios,
@@ -53,7 +53,7 @@ from llava.bench.report import (  # noqa: E402
     physical_limits,
     throughput,
 )
-from llava.bench.runner import (  # noqa: E402
+from benchmarks.runner import (  # noqa: E402
     NEXT_IMAGE_SIZE,
     Plan,
     anyres_crops,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava.bench.runner import find_max_batch, generate_timed, make_inputs
+from benchmarks.runner import find_max_batch, generate_timed, make_inputs
 from llava.model.random_weights import random_llava
 from visiondrop.config import load_config
 from visiondrop.flops import LLMShape, ProjectorShape, VisionShape, flops_report, kv_cache_bytes
@@ -99,7 +99,7 @@ def test_transformers_row_and_physical_limits(outputs):
 def test_reference_model_gives_our_tokens():
     """transformers' LlavaForConditionalGeneration / LlavaNextForConditionalGeneration over our tensors generate
     the unpruned model's greedy tokens (NeXT in the spatial_unpad layout both implement)."""
-    from llava.bench.reference import reference_generate, reference_inputs, reference_model
+    from benchmarks.reference import reference_generate, reference_inputs, reference_model
 
     for shape, merge in (("tiny", None), ("tiny-next", "spatial_unpad")):
         model = random_llava(shape, torch.float32, "cpu", merge_type=merge)
@@ -184,8 +184,8 @@ def test_find_max_batch(limit, cap, known, expected):
 
 
 def test_graph_stage_forward_shapes_and_report(outputs):
-    from llava.bench.graphs import layer_segments, stage_forward
-    from llava.bench.report import markdown
+    from benchmarks.graphs import layer_segments, stage_forward
+    from benchmarks.report import markdown
 
     counts = [96] * 8 + [70] * 8 + [52] * 8 + [38] * 8
     assert layer_segments(counts) == [(0, 8, 96), (8, 16, 70), (16, 24, 52), (24, 32, 38)]
@@ -248,7 +248,7 @@ def test_next_kv_and_flops_follow_the_measured_counts(next_outputs, config):
 
 
 def test_next_spatial_unpad_counts_2928_and_configs_must_match_the_model():
-    from llava.bench.runner import make_inputs as inputs_for
+    from benchmarks.runner import make_inputs as inputs_for
 
     model = random_llava("tiny-next", torch.float32, "cpu", merge_type="spatial_unpad")
     model.set_pruning(load_config(None))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TEST_DEVICE, encode_prompt, right_pad, stand_in_image
 
-from llava.bench.runner import make_inputs
+from benchmarks.runner import make_inputs
 from llava.model.random_weights import random_llava
 from visiondrop.config import load_config
 from visiondrop.graphs import weights_version

@@ -122,7 +122,7 @@ def test_graph_replay_equals_the_same_step_run_eagerly(load_tiny):
 def test_fused_decode_layers_equal_the_module_layers():
     """The graph decode's fused layers (Triton RMSNorm / RoPE, fp16; Triton's interpreter on a CPU) give the
     module layers' logits."""
-    from llava.bench.runner import make_inputs
+    from benchmarks.runner import make_inputs
     from llava.model.random_weights import random_llava
     from visiondrop.config import load_config
 
