@@ -126,7 +126,7 @@ def test_fused_decode_layers_equal_the_module_layers():
     from llava.model.random_weights import random_llava
     from visiondrop.config import load_config
 
-    model = random_llava("tiny", torch.float16, TEST_DEVICE)
+    model = random_llava("tiny-llava-v1.5-7b", torch.float16, TEST_DEVICE)
     model.set_pruning(load_config(CONFIGS / "visiondrop" / "llava15_64.yaml"))
     inputs = make_inputs(model, 2, 40)
     outputs = []
