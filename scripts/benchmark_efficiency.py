@@ -64,6 +64,7 @@ from benchmarks.runner import (  # noqa: E402
     measure,
     run_trial,
 )
+from llava.model.decoding import fast_path_applies  # noqa: E402
 from llava.model.random_weights import MERGE_TYPES, NEXT_SHAPES, SHAPES, is_anyres, shapes, table_model  # noqa: E402
 from visiondrop.config import PruningConfig, load_config  # noqa: E402
 from visiondrop.flops import from_configs  # noqa: E402
@@ -425,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     configs = load_configs(args.configs, model_family(args))
     model = load_model(args)
     if args.graphs is None:  # the model's own default (generate(cuda_graph=None))
-        args.graphs = model.fast_path_applies()
+        args.graphs = fast_path_applies(model)
     free_memory()
     Bench(args, model, configs, t0).run()
     print((Path(args.out) / "efficiency.md").read_text())

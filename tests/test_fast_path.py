@@ -11,6 +11,7 @@ import torch
 from conftest import TEST_DEVICE, encode_prompt, right_pad, stand_in_image
 
 from benchmarks.runner import make_inputs
+from llava.model.decoding import fast_path_applies
 from llava.model.random_weights import random_llava
 from visiondrop.config import load_config
 from visiondrop.graphs import weights_version
@@ -117,4 +118,4 @@ def test_changed_weights_are_not_replayed_stale():
 
 def test_default_path_is_eager_on_cpu_fp32_and_graphs_where_they_apply(load_tiny):
     _, model = load_tiny()
-    assert model.fast_path_applies() == (TEST_DEVICE == "cuda" and model.dtype in (torch.float16, torch.bfloat16))
+    assert fast_path_applies(model) == (TEST_DEVICE == "cuda" and model.dtype in (torch.float16, torch.bfloat16))
