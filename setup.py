@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="VisionDrop and baseline visual-token reduction methods in a LLaVA-compatible codebase",
     python_requires=">=3.10",
-    packages=find_packages(include=["llava", "llava.*", "visiondrop", "visiondrop.*"]),
+    packages=find_packages(include=["llava", "llava.*", "visiondrop", "visiondrop.*", "benchmarks", "benchmarks.*"]),
     install_requires=[
         "torch>=2.6",
         "transformers>=5.17,<5.25",  # tested: 5.17 (lowest) and 5.24 (newest), see .ci/run

@@ -1,7 +1,7 @@
 """FLOPs, KV cache, peak memory, latency split and throughput of every config, in one run
 (docs/efficiency.md, 'Protocol').
 
-    python scripts/benchmark_efficiency.py --random-weights llava15-7b --out results/efficiency \\
+    python scripts/benchmark_efficiency.py --random-weights llava-v1.5-7b --out results/efficiency \\
         --configs configs/visiondrop/llava15_64.yaml configs/*/llava15_64.yaml --batch-sizes 1,8,16,max
 
 The unpruned `configs/none/llava15.yaml` (LLaVA-NeXT: `configs/none/llava_next.yaml`) is always measured first
@@ -16,10 +16,10 @@ time vs `--peak-tflops`). Our rows run the model's default path (CUDA graphs on 
 `--eager-decode` for the eager one). Cells run batch by batch; the JSON and Markdown are rewritten after
 every cell, so a run cut short keeps what it measured. `max` = largest batch that fits (doubling, then bisection).
 Configs are measured in the order given (put the important ones first when using --time-budget); the tables list
-them by method and budget. Use `--random-weights tiny --dtype fp32 --device cpu` for a CPU smoke run.
+them by method and budget. Use `--random-weights tiny-llava-v1.5-7b --dtype fp32 --device cpu` for a CPU smoke run.
 
-LLaVA-NeXT (`--random-weights llava-next-7b`, `tiny-next`, or an anyres checkpoint): one 672x672 image per sample,
-i.e. a 2x2 grid, 5 sub-images through the ViT; `--merge-type flat` (default for random weights: 5 x 576 = 2880
+LLaVA-NeXT (`--random-weights llava-next-7b`, `tiny-llava-next-7b`, or an anyres checkpoint): one 672x672 image per
+sample, i.e. a 2x2 grid, 5 sub-images through the ViT; `--merge-type flat` (default for random weights: 5 x 576 = 2880
 visual tokens, the literature's nominal count) or `spatial_unpad` (stock v1.6: 2928 with the newlines). Configs
 must target the same model (`model:` in the YAML). FLOPs count the ViT per sub-image and the projector over the
 tokens actually projected.
@@ -42,10 +42,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llava.bench.analytic import analytic  # noqa: E402
-from llava.bench.graphs import graph_prefill  # noqa: E402
-from llava.bench.reference import measure_reference, reference_inputs, reference_model  # noqa: E402
-from llava.bench.report import (  # noqa: E402
+from benchmarks.analytic import analytic  # noqa: E402
+from benchmarks.graphs import graph_prefill  # noqa: E402
+from benchmarks.reference import measure_reference, reference_inputs, reference_model  # noqa: E402
+from benchmarks.report import (  # noqa: E402
     TRANSFORMERS,
     add_ratios,
     add_transformers_ratios,
@@ -53,7 +53,7 @@ from llava.bench.report import (  # noqa: E402
     physical_limits,
     throughput,
 )
-from llava.bench.runner import (  # noqa: E402
+from benchmarks.runner import (  # noqa: E402
     NEXT_IMAGE_SIZE,
     Plan,
     anyres_crops,
@@ -64,7 +64,8 @@ from llava.bench.runner import (  # noqa: E402
     measure,
     run_trial,
 )
-from llava.model.random_weights import MERGE_TYPES, NEXT_SHAPES, SHAPES, is_anyres  # noqa: E402
+from llava.model.decoding import fast_path_applies  # noqa: E402
+from llava.model.random_weights import MERGE_TYPES, NEXT_SHAPES, SHAPES, is_anyres, shapes, table_model  # noqa: E402
 from visiondrop.config import PruningConfig, load_config  # noqa: E402
 from visiondrop.flops import from_configs  # noqa: E402
 from visiondrop.timing import SectionTimer  # noqa: E402
@@ -80,7 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-path", help="LLaVA-1.5-style checkpoint directory (real weights)")
-    src.add_argument("--random-weights", choices=list(SHAPES), help="random weights of these shapes")
+    src.add_argument("--random-weights", metavar="SHAPE",
+                     help=f"random weights of these shapes: {', '.join(SHAPES)} (model table names)")
     p.add_argument("--vision-tower", help="CLIP directory for --model-path (default: the checkpoint's)")
     p.add_argument("--merge-type", choices=MERGE_TYPES,
                    help="NeXT sub-image merge (default: flat for random weights, the checkpoint's otherwise)")
@@ -115,6 +117,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, help="seconds from the start; later cells are skipped (marked)")
     p.add_argument("--out", required=True, help="output directory (efficiency.json, efficiency.md)")
     args = p.parse_args(argv)
+    if args.random_weights:
+        try:
+            shapes(args.random_weights)
+        except ValueError as err:
+            p.error(f"--random-weights: {err}")
     args.batch_labels = [b.strip() for b in args.batch_sizes.split(",") if b.strip()]
     if any(b != "max" and not (b.isdigit() and int(b) > 0) for b in args.batch_labels):
         p.error(f"--batch-sizes {args.batch_sizes!r}: expected positive integers and 'max'")
@@ -130,9 +137,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def model_family(args: argparse.Namespace) -> str:
-    """The `model:` the configs must target: llava-next-7b for anyres models, else llava-v1.5-7b."""
+    """The `model:` the configs must target (a model table name): the random-weights shape's (a tiny variant:
+    its table entry's); for a checkpoint llava-next-7b where anyres, else llava-v1.5-7b."""
     if args.random_weights:
-        return "llava-next-7b" if args.random_weights in NEXT_SHAPES else "llava-v1.5-7b"
+        return table_model(args.random_weights)
     path = Path(args.model_path) / "config.json"
     fields = json.loads(path.read_text()) if path.is_file() else {}
     return "llava-next-7b" if fields.get("image_aspect_ratio") == "anyres" else "llava-v1.5-7b"
@@ -418,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     configs = load_configs(args.configs, model_family(args))
     model = load_model(args)
     if args.graphs is None:  # the model's own default (generate(cuda_graph=None))
-        args.graphs = model.fast_path_applies()
+        args.graphs = fast_path_applies(model)
     free_memory()
     Bench(args, model, configs, t0).run()
     print((Path(args.out) / "efficiency.md").read_text())

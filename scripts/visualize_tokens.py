@@ -204,7 +204,7 @@ def tracing_overrides(config_path: str | None, overrides: list[str]) -> list[str
 
     options = load_config(config_path, overrides).options
     if hasattr(getattr(options, "llm", None), "kernels"):
-        return [*overrides, "llm.kernels=torch", "llm.graph_max_tokens=0"]
+        return [*overrides, "execution.kernels=torch", "execution.graph_max_tokens=0"]
     return overrides
 
 

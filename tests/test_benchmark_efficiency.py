@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava.bench.runner import find_max_batch, generate_timed, make_inputs
+from benchmarks.runner import find_max_batch, generate_timed, make_inputs
 from llava.model.random_weights import random_llava
 from visiondrop.config import load_config
 from visiondrop.flops import LLMShape, ProjectorShape, VisionShape, flops_report, kv_cache_bytes
@@ -39,8 +39,8 @@ def _script():
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("efficiency")
-    record = run_benchmark(out, "--random-weights", "tiny", "--configs", str(VD64), "--batch-sizes", "1,2",
-                           "--repeats", "2", "--warmup", "1")
+    record = run_benchmark(out, "--random-weights", "tiny-llava-v1.5-7b", "--configs", str(VD64),
+                           "--batch-sizes", "1,2", "--repeats", "2", "--warmup", "1")
     return record, (out / "efficiency.md").read_text()
 
 
@@ -49,6 +49,12 @@ def run_benchmark(out: Path, *args: str) -> dict:
     _script().main([*args, "--dtype", "fp32", "--device", "cpu", "--gen-tokens", "1,2", "--text-tokens", str(TEXT),
                     "--out", str(out)])
     return json.loads((out / "efficiency.json").read_text())
+
+
+def test_old_random_weights_spelling_names_the_new_one(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_benchmark(tmp_path, "--random-weights", "tiny")
+    assert "now spelled 'tiny-llava-v1.5-7b'" in capsys.readouterr().err
 
 
 def _results(record: dict) -> dict[tuple[str, str], dict]:
@@ -99,9 +105,9 @@ def test_transformers_row_and_physical_limits(outputs):
 def test_reference_model_gives_our_tokens():
     """transformers' LlavaForConditionalGeneration / LlavaNextForConditionalGeneration over our tensors generate
     the unpruned model's greedy tokens (NeXT in the spatial_unpad layout both implement)."""
-    from llava.bench.reference import reference_generate, reference_inputs, reference_model
+    from benchmarks.reference import reference_generate, reference_inputs, reference_model
 
-    for shape, merge in (("tiny", None), ("tiny-next", "spatial_unpad")):
+    for shape, merge in (("tiny-llava-v1.5-7b", None), ("tiny-llava-next-7b", "spatial_unpad")):
         model = random_llava(shape, torch.float32, "cpu", merge_type=merge)
         model.set_pruning(load_config(None))
         inputs = make_inputs(model, 2, TEXT)
@@ -134,7 +140,7 @@ def test_allocated_kv_equals_analytic(outputs, config):
 
 
 def test_timed_loop_equals_generate_and_times_the_selection():
-    model = random_llava("tiny", torch.float32, "cpu")
+    model = random_llava("tiny-llava-v1.5-7b", torch.float32, "cpu")
     ids = model.get_vision_tower().vision_tower.embeddings.position_ids
     assert torch.equal(ids, torch.arange(577)[None])  # rebuilt after to_empty (builder fix)
     model.set_pruning(load_config(VD64))
@@ -152,8 +158,9 @@ def test_timed_loop_equals_generate_and_times_the_selection():
 
 
 def test_graph_decode_mode_runs_and_says_so(tmp_path):
-    record = run_benchmark(tmp_path, "--random-weights", "tiny", "--configs", str(VD64), "--batch-sizes", "2",
-                           "--repeats", "1", "--warmup", "1", "--cuda-graph-decode", "--no-transformers")
+    record = run_benchmark(tmp_path, "--random-weights", "tiny-llava-v1.5-7b", "--configs", str(VD64),
+                           "--batch-sizes", "2", "--repeats", "1", "--warmup", "1", "--cuda-graph-decode",
+                           "--no-transformers")
     assert record["environment"]["mode"].startswith("CUDA graphs")
     assert "Mode: CUDA graphs (ViT, prefill segments, decode" in (tmp_path / "efficiency.md").read_text()
     for r in record["results"]:
@@ -163,7 +170,7 @@ def test_graph_decode_mode_runs_and_says_so(tmp_path):
 
 
 def test_timed_graph_decode_equals_generate():
-    model = random_llava("tiny", torch.float32, "cpu")
+    model = random_llava("tiny-llava-v1.5-7b", torch.float32, "cpu")
     model.set_pruning(load_config(VD64))
     inputs = make_inputs(model, 2, TEXT)
     reference = model.generate(inputs.input_ids, images=inputs.images, min_new_tokens=4, max_new_tokens=4)
@@ -184,12 +191,12 @@ def test_find_max_batch(limit, cap, known, expected):
 
 
 def test_graph_stage_forward_shapes_and_report(outputs):
-    from llava.bench.graphs import layer_segments, stage_forward
-    from llava.bench.report import markdown
+    from benchmarks.graphs import layer_segments, stage_forward
+    from benchmarks.report import markdown
 
     counts = [96] * 8 + [70] * 8 + [52] * 8 + [38] * 8
     assert layer_segments(counts) == [(0, 8, 96), (8, 16, 70), (16, 24, 52), (24, 32, 38)]
-    model = random_llava("tiny", torch.float32, "cpu")
+    model = random_llava("tiny-llava-v1.5-7b", torch.float32, "cpu")
     outs = stage_forward(model, counts, TEXT)()
     assert [tuple(o.shape) for o in outs] == [(1, TEXT + n, 64) for n in (96, 70, 52, 38)]
     record, _ = outputs
@@ -203,7 +210,7 @@ def test_graph_stage_forward_shapes_and_report(outputs):
     assert "capture failed" in md
 
 
-# ---- LLaVA-NeXT (tiny-next: one 672x672 image = 5 sub-images; flat merge = 5 x 576 = 2880 tokens) ----------
+# ---- LLaVA-NeXT (tiny-llava-next-7b: one 672x672 image = 5 sub-images; flat merge = 5 x 576 = 2880 tokens) -----
 
 VD_NEXT = REPO / "configs" / "visiondrop" / "llava_next_320.yaml"
 NEXT_COUNTS = {"none/llava_next": [2880] * 32,
@@ -214,8 +221,8 @@ NEXT_PROJECTED = {"none/llava_next": 2880, "visiondrop/llava_next_320": 5 * (84 
 @pytest.fixture(scope="module")
 def next_outputs(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("efficiency_next")
-    record = run_benchmark(out, "--random-weights", "tiny-next", "--configs", str(VD_NEXT), "--batch-sizes", "1,2",
-                           "--repeats", "1", "--warmup", "0")
+    record = run_benchmark(out, "--random-weights", "tiny-llava-next-7b", "--configs", str(VD_NEXT),
+                           "--batch-sizes", "1,2", "--repeats", "1", "--warmup", "0")
     assert (out / "efficiency.md").is_file()
     return record, (out / "efficiency.md").read_text()
 
@@ -248,9 +255,9 @@ def test_next_kv_and_flops_follow_the_measured_counts(next_outputs, config):
 
 
 def test_next_spatial_unpad_counts_2928_and_configs_must_match_the_model():
-    from llava.bench.runner import make_inputs as inputs_for
+    from benchmarks.runner import make_inputs as inputs_for
 
-    model = random_llava("tiny-next", torch.float32, "cpu", merge_type="spatial_unpad")
+    model = random_llava("tiny-llava-next-7b", torch.float32, "cpu", merge_type="spatial_unpad")
     model.set_pruning(load_config(None))
     inputs = inputs_for(model, 1, TEXT)
     assert inputs.n_crops == 5 and inputs.image_sizes == [(672, 672)]

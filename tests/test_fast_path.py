@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import TEST_DEVICE, encode_prompt, right_pad, stand_in_image
 
-from llava.bench.runner import make_inputs
+from benchmarks.runner import make_inputs
+from llava.model.decoding import fast_path_applies
 from llava.model.random_weights import random_llava
 from visiondrop.config import load_config
 from visiondrop.graphs import weights_version
@@ -44,7 +45,7 @@ def test_llava15_fast_path_equals_eager(load_tiny, config):
 
 @pytest.fixture(scope="module")
 def next_model():
-    return random_llava("tiny-next", torch.float32, "cpu")
+    return random_llava("tiny-llava-next-7b", torch.float32, "cpu")
 
 
 @pytest.mark.parametrize("config", NEXT)
@@ -60,7 +61,7 @@ def test_next_fast_path_equals_eager(next_model, config):
 
 
 def test_two_models_alternately_equal_each_alone():
-    models = [random_llava("tiny", torch.float32, "cpu", seed=s) for s in (1, 2)]
+    models = [random_llava("tiny-llava-v1.5-7b", torch.float32, "cpu", seed=s) for s in (1, 2)]
     for m in models:
         m.set_pruning(load_config(CONFIGS / "visiondrop" / "llava15_64.yaml"))
     inputs = make_inputs(models[0], 1, 40)
@@ -89,7 +90,7 @@ def test_one_model_two_configs_alternately_equal_each_alone(load_tiny):
 
 
 def test_changed_weights_are_not_replayed_stale():
-    model = random_llava("tiny", torch.float32, TEST_DEVICE)
+    model = random_llava("tiny-llava-v1.5-7b", torch.float32, TEST_DEVICE)
     model.set_pruning(load_config(CONFIGS / "visiondrop" / "llava15_64.yaml"))
     inputs = make_inputs(model, 1, 40)
 
@@ -117,4 +118,4 @@ def test_changed_weights_are_not_replayed_stale():
 
 def test_default_path_is_eager_on_cpu_fp32_and_graphs_where_they_apply(load_tiny):
     _, model = load_tiny()
-    assert model.fast_path_applies() == (TEST_DEVICE == "cuda" and model.dtype in (torch.float16, torch.bfloat16))
+    assert fast_path_applies(model) == (TEST_DEVICE == "cuda" and model.dtype in (torch.float16, torch.bfloat16))

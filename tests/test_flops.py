@@ -9,22 +9,21 @@ from visiondrop.flops import (
     ProjectorShape,
     average_budget,
     boundary_selection,
-    clip_vit_l_336,
     decode_flops_per_token,
     flops_report,
     from_configs,
     kv_cache_bytes,
     llm_layer_macs,
     main,
-    mlp2x_gelu,
     per_layer_counts,
-    vicuna_7b,
     vision_macs,
 )
+from visiondrop.models import MODELS
 
 transformers = pytest.importorskip("transformers")
 
-LLM, VIT, PROJ = vicuna_7b(), clip_vit_l_336(), mlp2x_gelu(1024, 4096)
+LLAVA15 = MODELS["llava-v1.5-7b"]
+LLM, VIT, PROJ = LLAVA15.llm, LLAVA15.vision, LLAVA15.projector
 
 
 def _vd(counts):
@@ -116,9 +115,24 @@ def test_kv_cache():
 
 
 def test_cli(capsys):
-    main(["--model", "llava15-7b", "--counts", "96x8,70x8,52x8,38x8", "--text-tokens", "64"])
+    main(["--model", "llava-v1.5-7b", "--counts", "96x8,70x8,52x8,38x8", "--text-tokens", "64"])
     out = capsys.readouterr().out
-    assert "| llava15-7b | 64.0 |" in out and "2.107" in out
+    assert "| llava-v1.5-7b | 64.0 |" in out and "2.107" in out
+
+
+def test_cli_names_the_new_spelling_of_an_old_model_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["--model", "llava15-7b", "--counts", "96x8"])
+    assert "now spelled 'llava-v1.5-7b'" in capsys.readouterr().err
+
+
+def test_cli_counts_every_unit_of_a_multi_unit_model(capsys):
+    counts = "576x32"
+    main(["--model", "llava-v1.5-7b", "--counts", counts, "--selection", "none"])
+    one = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    main(["--model", "llava-next-7b", "--counts", counts, "--selection", "none"])
+    five = capsys.readouterr().out.splitlines()[-1].split(" | ")
+    assert float(five[2]) == pytest.approx(5 * float(one[2]), rel=1e-3)  # the ViT runs once per sub-image
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -157,8 +171,7 @@ def test_llama_matches_flop_counter(kv_heads):
     text, visual = 5, 37
     x = torch.randn(1, text + visual, 64)
     counted = _count(lambda: model(inputs_embeds=x, use_cache=False))
-    vision, proj = clip_vit_l_336(), mlp2x_gelu(1024, 4096)
-    rep = flops_report(llm, vision, proj, text, [visual] * 3)
+    rep = flops_report(llm, VIT, PROJ, text, [visual] * 3)
     # Rotary is elementwise and softmax/norms are not matmuls: LLM (dense QK^T and AV) + lm_head is exact.
     assert counted == rep["llm"] + rep["lm_head"]
 
@@ -180,10 +193,10 @@ def test_pruned_layers_follow_per_layer_counts():
         model.lm_head(model.model.norm(h))
 
     counted = _count(run)
-    rep = flops_report(llm, clip_vit_l_336(), PROJ, text, visual)
+    rep = flops_report(llm, VIT, PROJ, text, visual)
     assert counted == rep["llm"] + rep["lm_head"]
     assert rep["llm"] == sum(2 * llm_layer_macs(llm, text + v) for v in visual)
-    avg = flops_report(llm, clip_vit_l_336(), PROJ, text, [round(average_budget(visual))] * 4)
+    avg = flops_report(llm, VIT, PROJ, text, [round(average_budget(visual))] * 4)
     assert avg["llm"] != rep["llm"]  # attention term is not linear in the average
 
 
@@ -196,17 +209,17 @@ def test_clip_vision_matches_flop_counter():
     pixels = torch.randn(2, 3, 28, 28)  # two crops
     counted = _count(lambda: model(pixel_values=pixels))
     # Patch-embedding conv counts 2 * out_elems * fan_in, i.e. 2 * 16 * 147 * 32 per crop, like a matmul.
-    llm = vicuna_7b()
+    llm = LLM
     rep = flops_report(llm, vision, PROJ, 0, [0] * 32, n_crops=2, projected_tokens=0)
     assert counted == rep["vision"]
 
 
 def test_projector_matches_flop_counter():
-    proj = ProjectorShape.mlp2x_gelu(32, 64)
+    proj = ProjectorShape(32, 64)
     mlp = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 64))
     feats = torch.randn(1, 13, 32)
     counted = _count(lambda: mlp(feats))
-    rep = flops_report(vicuna_7b(), clip_vit_l_336(), proj, 0, [13] * 32)
+    rep = flops_report(LLM, VIT, proj, 0, [13] * 32)
     assert counted == rep["projector"] == 2 * 13 * (32 * 64 + 64 * 64)
 
 
@@ -223,5 +236,5 @@ def test_selection_matches_flop_counter():
         return q @ k.transpose(2, 3)
 
     counted = _count(score)
-    rep = flops_report(llm, clip_vit_l_336(), PROJ, 0, [0], selection=[(n_seq, queries)])
+    rep = flops_report(llm, VIT, PROJ, 0, [0], selection=[(n_seq, queries)])
     assert counted == rep["selection"]  # q and k over n_seq tokens (k at GQA width) + queries x n_seq scores

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import TEST_DEVICE, assert_close, encode_prompt, right_pad, stand_in_image
 
+from llava.model.decoding import decoder, new_cache
 from llava.model.graph_decode import DecodeStep, StaticKV
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -77,7 +78,7 @@ def test_least_recently_used_steps_and_their_buffers_are_freed(load_tiny):
 def test_static_cache_grows_in_buckets(load_tiny):
     tok, model = load_tiny()
     ids = encode_prompt(tok, QUESTIONS[2])[None]
-    cache = model.new_cache(STEPS - 1, cuda_graph=True)
+    cache = new_cache(model, STEPS - 1, cuda_graph=True)
     model.model.prefill(model.prepare_multimodal_batch(ids, None, stand_in_image(32), None), cache)
     prompt = ids.shape[1] - 1 + 576
     keys = cache.buffers[0][0]
@@ -87,14 +88,14 @@ def test_static_cache_grows_in_buckets(load_tiny):
 def test_flash_attention_is_refused(load_tiny):
     tok, model = load_tiny()
     ids = encode_prompt(tok, QUESTIONS[3])[None]
-    cache = model.new_cache(2, cuda_graph=True)
+    cache = new_cache(model, 2, cuda_graph=True)
     _, _, segments, _ = model.model.prefill(model.prepare_multimodal_batch(ids, None, stand_in_image(33), None),
                                            cache)
     attn = model.model.config._attn_implementation
     model.model.config._attn_implementation = "flash_attention_2"
     try:
         with pytest.raises(ValueError, match="sdpa or eager"):
-            model.decoder(cache, segments, 2)
+            decoder(model, cache, segments, 2)
     finally:
         model.model.config._attn_implementation = attn
 
@@ -106,11 +107,11 @@ def test_graph_replay_equals_the_same_step_run_eagerly(load_tiny):
     outputs = []
     for replay in (True, False):
         model.decode_graphs.clear()
-        cache = model.new_cache(STEPS, cuda_graph=True)
+        cache = new_cache(model, STEPS, cuda_graph=True)
         batch = model.prepare_multimodal_batch(ids.to(model.device), mask.to(model.device),
                                                images.to(model.device, model.dtype), None)
         _, _, segments, _ = model.model.prefill(batch, cache)
-        step = model.decoder(cache, segments, STEPS)
+        step = decoder(model, cache, segments, STEPS)
         assert isinstance(step, DecodeStep) and step.replay
         step.replay = replay
         token = torch.tensor([5, 7], device=model.device)
@@ -122,17 +123,17 @@ def test_graph_replay_equals_the_same_step_run_eagerly(load_tiny):
 def test_fused_decode_layers_equal_the_module_layers():
     """The graph decode's fused layers (Triton RMSNorm / RoPE, fp16; Triton's interpreter on a CPU) give the
     module layers' logits."""
-    from llava.bench.runner import make_inputs
+    from benchmarks.runner import make_inputs
     from llava.model.random_weights import random_llava
     from visiondrop.config import load_config
 
-    model = random_llava("tiny", torch.float16, TEST_DEVICE)
+    model = random_llava("tiny-llava-v1.5-7b", torch.float16, TEST_DEVICE)
     model.set_pruning(load_config(CONFIGS / "visiondrop" / "llava15_64.yaml"))
     inputs = make_inputs(model, 2, 40)
     outputs = []
     with torch.no_grad():
         for fused in (False, True):
-            cache = model.new_cache(4, cuda_graph=True)
+            cache = new_cache(model, 4, cuda_graph=True)
             batch = model.prepare_multimodal_batch(inputs.input_ids, None, inputs.images, None)
             _, _, segments, _ = model.model.prefill(batch, cache)
             step = DecodeStep(model, cache, segments, replay=False, fused=fused).load(cache, segments)

@@ -32,11 +32,6 @@ class LLMShape:
         kv_dim = self.kv_heads * self.head_dim
         return 2 * self.hidden * self.hidden + 2 * self.hidden * kv_dim + 3 * self.hidden * self.ffn
 
-    @classmethod
-    def vicuna_7b(cls) -> LLMShape:
-        """Vicuna-7B (LLaVA-1.5 / LLaVA-NeXT language model)."""
-        return cls(layers=32, hidden=4096, ffn=11008, heads=32, kv_heads=32, vocab=32000)
-
 
 @dataclass(frozen=True)
 class VisionShape:
@@ -47,11 +42,6 @@ class VisionShape:
     ffn: int
     tokens: int
     patch_pixels: int = 14 * 14 * 3
-
-    @classmethod
-    def clip_vit_l_336(cls) -> VisionShape:
-        """CLIP ViT-L/14 at 336 px (577 tokens)."""
-        return cls(layers=24, width=1024, ffn=4096, tokens=577)
 
 
 @dataclass(frozen=True)
@@ -66,26 +56,6 @@ class ProjectorShape:
     def macs_per_token(self) -> int:
         """MACs per projected token."""
         return self.in_width * self.out_width + (self.n_linears - 1) * self.out_width**2
-
-    @classmethod
-    def mlp2x_gelu(cls, in_width: int = 1024, out_width: int = 4096) -> ProjectorShape:
-        """LLaVA `mlp2x_gelu` projector."""
-        return cls(in_width, out_width, 2)
-
-
-def vicuna_7b() -> LLMShape:
-    """Vicuna-7B shape."""
-    return LLMShape.vicuna_7b()
-
-
-def clip_vit_l_336() -> VisionShape:
-    """CLIP ViT-L/14-336 shape."""
-    return VisionShape.clip_vit_l_336()
-
-
-def mlp2x_gelu(in_width: int = 1024, out_width: int = 4096) -> ProjectorShape:
-    """`mlp2x_gelu` projector shape."""
-    return ProjectorShape.mlp2x_gelu(in_width, out_width)
 
 
 def from_configs(
@@ -209,9 +179,6 @@ def kv_cache_bytes(
     return batch * sum(tokens_per_layer) * 2 * llm.kv_heads * llm.head_dim * bytes_per_elem
 
 
-MODELS = {"llava15-7b": 1, "llava-next-7b": 5}
-
-
 def _parse_counts(spec: str) -> list[int]:
     """Parse '96x8,70x8' into per-layer counts."""
     counts: list[int] = []
@@ -223,8 +190,10 @@ def _parse_counts(spec: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: print a Markdown FLOPs table for one configuration."""
+    from visiondrop.models import MODELS, model_spec  # the table imports this module's shapes
+
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", choices=sorted(MODELS), default="llava15-7b")
+    ap.add_argument("--model", default="llava-v1.5-7b", help=f"a model table name: {', '.join(MODELS)}")
     ap.add_argument("--counts", required=True, help="per-layer visual counts, e.g. 96x8,70x8,52x8,38x8")
     ap.add_argument("--text-tokens", type=int, default=64)
     ap.add_argument("--projected", type=int, default=None, help="tokens through the projector")
@@ -234,13 +203,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="queries per boundary: all visual tokens (VisionDrop), one (PDrop), none (FastV, flat)",
     )
     args = ap.parse_args(argv)
-    llm, vision, proj = vicuna_7b(), clip_vit_l_336(), mlp2x_gelu(1024, 4096)
+    try:
+        spec = model_spec(args.model)
+    except ValueError as err:
+        ap.error(f"--model: {err}")
+    llm, vision, proj = spec.llm, spec.vision, spec.projector
     counts = _parse_counts(args.counts)
     sel = [] if args.selection == "none" else boundary_selection(
         args.text_tokens, counts, "visual" if args.selection == "visual" else 1
     )
     rep = flops_report(
-        llm, vision, proj, args.text_tokens, counts, n_crops=MODELS[args.model],
+        llm, vision, proj, args.text_tokens, counts, n_crops=spec.geometry.units,
         projected_tokens=args.projected, lm_head_positions=args.lm_head, selection=sel,
     )
     kv = kv_cache_bytes(llm, [args.text_tokens + c for c in counts]) / 2**20

@@ -64,8 +64,15 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
 )}
 
 
+# Spellings used before this table (FLOPs and benchmark CLIs), for an error naming the new one.
+FORMER_NAMES = {"llava15-7b": "llava-v1.5-7b"}
+
+
 def model_spec(name: str) -> ModelSpec:
-    """The table entry of a model name, or a ValueError listing the known names."""
+    """The table entry of a model name, or a ValueError listing the known names (naming the new spelling of an
+    old one)."""
+    if name in FORMER_NAMES:
+        raise ValueError(f"model {name!r} is now spelled {FORMER_NAMES[name]!r}")
     if name not in MODELS:
         raise ValueError(f"model {name!r} is not one of {', '.join(MODELS)}")
     return MODELS[name]

@@ -109,12 +109,12 @@ class DecodeStep:
             seg.key_mask.index_fill_(1, slot, True)
             for layer in range(seg.first, seg.stop):
                 self.cache.slots[layer] = slot
-            mask, rope = lm._mask_and_rope(hidden, seg.key_mask, True, (seg.position + self.step)[:, None])
+            mask, rope = lm.mask_and_rope(hidden, seg.key_mask, True, (seg.position + self.step)[:, None])
             if self.fused:
                 for layer in lm.layers[seg.first:seg.stop]:
                     hidden = decode_layer(layer, hidden, rope, self.cache, mask)
             else:
-                hidden = lm._run_layers(hidden, mask, rope, self.cache, seg.first, seg.stop)
+                hidden = lm.run_layers(hidden, mask, rope, self.cache, seg.first, seg.stop)
         return self.model.lm_head(lm.norm(hidden)[:, -1]).float()
 
     def __call__(self, token: torch.Tensor) -> torch.Tensor:
@@ -142,6 +142,14 @@ class DecodeGraphs:
         self._steps: OrderedDict[tuple, DecodeStep] = OrderedDict()
         self.prefill = GraphCache(capacity=32, min_uses=2, shared_pool=True)
         self.version = weights_version()
+        self._placement: tuple[int, bool] | None = None
+
+    def on_one_device(self) -> bool:
+        """Whether every parameter of the model is on one device (walked again only after the weights changed)."""
+        version = weights_version()
+        if self._placement is None or self._placement[0] != version:
+            self._placement = version, len({p.device for p in self.model.parameters()}) == 1
+        return self._placement[1]
 
     def buffer_key(self, layer: int, like: torch.Tensor, length: int) -> tuple:
         """Identity of `layer`'s buffers for keys shaped like `like` and `length` tokens (rounded up to `bucket`)."""
@@ -172,7 +180,7 @@ class DecodeGraphs:
         (None: not kept); replayed from a graph per shape when batch x tokens <= `prefill_max_tokens` on a GPU."""
         lm = self.model.model
         if not hidden.is_cuda or hidden.shape[:2].numel() > self.prefill_max_tokens:
-            return lm._run_layers(hidden, mask, rope, cache, first, stop)
+            return lm.run_layers(hidden, mask, rope, cache, first, stop)
         keys, new_tokens = (), None
         if cache is not None:
             config = lm.config
@@ -186,7 +194,7 @@ class DecodeGraphs:
 
         def run(h, cos, sin, *bias):
             writer = None if new_tokens is None else StaticKV(self, new_tokens)  # writes cache's buffers
-            return (lm._run_layers(h, bias[0] if bias else None, (cos, sin), writer, first, stop),)
+            return (lm.run_layers(h, bias[0] if bias else None, (cos, sin), writer, first, stop),)
 
         key = (first, stop, tuple(hidden.shape), hidden.dtype, None if mask is None else tuple(mask.shape), keys)
         inputs = (hidden, *rope) if mask is None else (hidden, *rope, mask)
@@ -197,7 +205,7 @@ class DecodeGraphs:
         if self.model.model.attn_implementation == "flash_attention_2":
             raise ValueError("CUDA-graph decode needs sdpa or eager attention (flash_attention_2 unpads per step)")
         replay = segments[0].key_mask.is_cuda
-        if replay and not self.model.on_one_device():
+        if replay and not self.on_one_device():
             raise ValueError("CUDA-graph decode needs the whole model on one GPU")
         signature = (cache.signature, tuple(s.first_layer for s in segments))
         step = self._steps.get(signature)

@@ -33,6 +33,11 @@ TINY_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=24, num
                  image_size=336, patch_size=14, projection_dim=16)
 
 
+def tiny_variant(model: str) -> str:
+    """The name of a model table entry's tiny variant (its depth and token geometry, tiny widths)."""
+    return f"tiny-{model}"
+
+
 def default_cache_dir() -> Path:
     """Where generated assets live: $VISIONDROP_CACHE, else ~/.cache/visiondrop."""
     return Path(os.environ.get("VISIONDROP_CACHE", Path.home() / ".cache" / "visiondrop"))
@@ -41,7 +46,7 @@ def default_cache_dir() -> Path:
 def tiny_llava_path(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     """Return the tiny checkpoint directory, creating it (and its sibling CLIP directory) on first use."""
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    model_dir = root / f"tiny-llava-v1.5-v{TINY_VERSION}"
+    model_dir = root / f"{tiny_variant('llava-v1.5-7b')}-v{TINY_VERSION}"
     if not (model_dir / "config.json").is_file():
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root) as tmp:
@@ -60,7 +65,7 @@ def tiny_llava_next_path(cache_dir: str | Path | None = None, seed: int = 0) -> 
     # a random image_newline and the tower inside (4.x keys model.vision_tower.vision_tower.vision_model.*,
     # perturbed from the tiny CLIP as if fine-tuned). As in the original, config.json has no tower config.
     base = tiny_llava_path(cache_dir, seed)
-    model_dir = base.parent / f"tiny-llava-v1.6-v{TINY_VERSION}"
+    model_dir = base.parent / f"{tiny_variant('llava-next-7b')}-v{TINY_VERSION}"
     if not (model_dir / "config.json").is_file():
         with tempfile.TemporaryDirectory(dir=base.parent) as tmp:
             _write_tiny_next(base, Path(tmp) / model_dir.name, seed)
@@ -98,7 +103,7 @@ def _write_tiny(out: Path, seed: int) -> None:
                          vocab_size=64, bos_token_id=0, eos_token_id=1, pad_token_id=1),
         vision_config=TINY_CLIP, projection_dim=16))
     clip.save_pretrained(clip_dir)
-    model_dir = out / f"tiny-llava-v1.5-v{TINY_VERSION}"
+    model_dir = out / f"{tiny_variant('llava-v1.5-7b')}-v{TINY_VERSION}"
     train_tiny_tokenizer(model_dir)
     from transformers import AutoTokenizer
 

@@ -12,16 +12,16 @@ from visiondrop.flops import (
     flops_report,
     kv_cache_bytes,
 )
+from visiondrop.methods import build_method
 
 Shapes = tuple[LLMShape, VisionShape, ProjectorShape]
 
 
 def selection_queries(config: PruningConfig) -> int | str | None:
-    """Queries per LLM boundary as executed: all visual (VisionDrop), one (PDrop; VisionDrop text scoring), or
-    None where selection adds no counted FLOPs (FastV, SparseVLM reuse attention; encoder-only methods)."""
-    if config.method == "visiondrop":
-        return "visual" if config.options.llm.scoring == "visual" else 1
-    return 1 if config.method == "pdrop" else None
+    """Queries per LLM boundary as executed (the method's `selection_queries`): all visual (VisionDrop), one (PDrop;
+    VisionDrop text scoring), or None where selection adds no counted FLOPs (FastV, SparseVLM reuse attention;
+    encoder-only methods)."""
+    return build_method(config).selection_queries
 
 
 def analytic(shapes: Shapes, config: PruningConfig, text_tokens: int, counts: list[int], batch: int,

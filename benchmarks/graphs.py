@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from llava.bench.runner import summary
+from benchmarks.runner import summary
 from visiondrop.graphs import capture
 
 

@@ -16,7 +16,7 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-from llava.bench.runner import summary
+from benchmarks.runner import summary
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.random_weights import is_anyres
 

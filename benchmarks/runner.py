@@ -14,6 +14,7 @@ from transformers.cache_utils import DynamicCache
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.mm_utils import get_anyres_image_grid_shape
+from llava.model import decoding
 from llava.model.graph_decode import StaticKV
 from visiondrop.timing import SectionTimer
 
@@ -64,8 +65,11 @@ def make_inputs(model, batch: int, text_tokens: int, image_position: int = 35, s
     return BenchInputs(input_ids, pixels.expand(batch, -1, -1, -1).to(model.device, tower.dtype).contiguous())
 
 
-def cache_bytes(cache: DynamicCache | StaticKV) -> int:
-    """Bytes held by the key and value tensors of every layer of a cache (a static cache: its buffers)."""
+def cache_bytes(cache: DynamicCache | StaticKV | None) -> int:
+    """Bytes held by the key and value tensors of every layer of a cache (a static cache: its buffers; none
+    without a cache: a one-token generation keeps no keys)."""
+    if cache is None:
+        return 0
     if isinstance(cache, StaticKV):
         pairs = cache.buffers.values()
     else:
@@ -73,37 +77,17 @@ def cache_bytes(cache: DynamicCache | StaticKV) -> int:
     return sum(t.numel() * t.element_size() for pair in pairs for t in pair if t is not None)
 
 
-@torch.no_grad()
 def generate_timed(model, inputs: BenchInputs, n_tokens: int, timer: SectionTimer,
-                   on_prefill: Callable[[DynamicCache | StaticKV], None] | None = None,
+                   on_prefill: Callable[[DynamicCache | StaticKV | None], None] | None = None,
                    cuda_graph: bool = False) -> torch.Tensor:
-    """`model.generate(min_new_tokens=max_new_tokens=n_tokens, cuda_graph=cuda_graph)` (greedy, EOS ignored;
-    `cuda_graph`: ViT, prefill segments and decode steps graph-replayed where they apply), step for step, with a
-    timer mark at the start and after every generated token. Returns the tokens [B, n]."""
-    eos = model.config.eos_token_id
+    """`model.generate(min_new_tokens=max_new_tokens=n_tokens, cuda_graph=cuda_graph)` (greedy, EOS ignored,
+    cached decode; `cuda_graph`: ViT, prefill segments and decode steps graph-replayed where they apply) with a
+    timer mark at the start and, from generate's own token loop, after every generated token. Returns the tokens
+    [B, n]."""
     timer.mark()
-    with model.vision_graphs(cuda_graph):
-        batch = model.prepare_multimodal_batch(inputs.input_ids, None, inputs.images, inputs.image_sizes)
-    cache = model.new_cache(n_tokens - 1, cuda_graph)
-    graphs = model.decode_graphs if cuda_graph else None
-    final, last_index, segments, model.last_stats = model.model.prefill(batch, cache, graphs)
-    if on_prefill is not None:
-        on_prefill(cache)
-    rows = torch.arange(final.shape[0], device=final.device)
-    logits = model.lm_head(final[rows, last_index]).float()
-    decode = model.decoder(cache, segments, n_tokens - 1)
-    tokens = []
-    for step in range(n_tokens):
-        if eos is not None:
-            logits[:, eos] = float("-inf")  # step < min_new_tokens
-        token = logits.argmax(dim=-1)
-        tokens.append(token)
-        bool((token == eos).all())  # generate's per-step stop check (a host sync)
-        timer.mark()
-        if step == n_tokens - 1:
-            break
-        logits = decode(token)
-    return torch.stack(tokens, dim=1)
+    return decoding.generate(model, inputs.input_ids, inputs.images, inputs.image_sizes,
+                             max_new_tokens=n_tokens, min_new_tokens=n_tokens, use_cache=True,
+                             cuda_graph=cuda_graph, on_prefill=on_prefill, on_token=lambda token: timer.mark())
 
 
 @dataclass
