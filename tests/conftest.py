@@ -73,6 +73,15 @@ def stand_in_image(seed: int, size: int = 336) -> torch.Tensor:
     return torch.randn(1, 3, size, size, generator=g)
 
 
+def stand_in_picture(width: int, height: int, seed: int = 0):
+    """A deterministic random RGB PIL image of the given size (a stand-in for a photo, before preprocessing)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    return Image.fromarray(rng.randint(0, 256, (height, width, 3), dtype=np.uint8))
+
+
 def assert_close(actual, expected, atol: float | None = None, rtol: float | None = None) -> None:
     """torch.testing.assert_close on float32 CPU copies. The tolerances are written for the default fp32 run;
     a reduced-precision run (VISIONDROP_TEST_DTYPE=float16 on a GPU) widens them to that precision."""
