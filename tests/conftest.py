@@ -102,18 +102,3 @@ def right_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def assert_batch_equals_one_at_a_time(model, prompts: list[torch.Tensor], images: list[torch.Tensor],
-                                      max_new_tokens: int, atol: float = 1e-4) -> None:
-    """Greedy tokens, per-step logits and kept tokens of a padded batch equal those of each sample alone."""
-    single = []
-    for p, img in zip(prompts, images):
-        tokens, logits = model.generate(p[None], images=img, max_new_tokens=max_new_tokens, return_logits=True)
-        single.append((tokens, logits, [o[0] for o in model.last_stats.stage_origins]))
-    ids, mask = right_pad(prompts)
-    tokens, logits = model.generate(ids, images=torch.cat(images), attention_mask=mask,
-                                    max_new_tokens=max_new_tokens, return_logits=True)
-    for i, (t1, l1, origins) in enumerate(single):
-        n = t1.shape[1]
-        assert torch.equal(tokens[i, :n], t1[0])
-        assert_close(logits[i, :n], l1[0], atol=atol, rtol=0)
-        assert all(torch.equal(a, b[i]) for a, b in zip(origins, model.last_stats.stage_origins))
