@@ -76,7 +76,7 @@ EXPECTED = {
 }
 # SparseVLM's published lists under the strict rule (3N + 4 s1 + 9 s2 + 16 s3) / 32 (docs/methods.md, 'SparseVLM v1.5').
 SPARSEVLM_STRICT = {192: 206.5, 128: 145.40625, 64: 82.25}
-QUESTION = "<image>\nWhat is on the table next to the red cup?"
+QUESTIONS = ("<image>\nWhat is on the table next to the red cup?", "<image>\nIs it sunny?")
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +304,7 @@ def test_fastv_dynamic_decode_reprunes_every_step(tiny):
     """decode: dynamic (the released scripts): no cache, each step re-scores from the current last token, so every
     step's logits equal a plain pruned forward over prompt + tokens so far; the first step equals static mode."""
     tok, model = tiny
-    ids, image = encode_prompt(tok, QUESTION), stand_in_image(5)
+    ids, image = encode_prompt(tok, QUESTIONS[0]), stand_in_image(5)
     model.set_pruning(load_config(raw={"method": "fastv", "budget": 64}))
     static_tokens, static_logits = model.generate(ids[None], images=image, max_new_tokens=4, return_logits=True)
     model.set_pruning(load_config(raw={"method": "fastv", "budget": 64, "decode": "dynamic"}))
