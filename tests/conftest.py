@@ -73,6 +73,15 @@ def stand_in_image(seed: int, size: int = 336) -> torch.Tensor:
     return torch.randn(1, 3, size, size, generator=g)
 
 
+def stand_in_picture(width: int, height: int, seed: int = 0):
+    """A deterministic random RGB PIL image of the given size (a stand-in for a photo, before preprocessing)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    return Image.fromarray(rng.randint(0, 256, (height, width, 3), dtype=np.uint8))
+
+
 def assert_close(actual, expected, atol: float | None = None, rtol: float | None = None) -> None:
     """torch.testing.assert_close on float32 CPU copies. The tolerances are written for the default fp32 run;
     a reduced-precision run (VISIONDROP_TEST_DTYPE=float16 on a GPU) widens them to that precision."""
@@ -93,18 +102,3 @@ def right_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def assert_batch_equals_one_at_a_time(model, prompts: list[torch.Tensor], images: list[torch.Tensor],
-                                      max_new_tokens: int, atol: float = 1e-4) -> None:
-    """Greedy tokens, per-step logits and kept tokens of a padded batch equal those of each sample alone."""
-    single = []
-    for p, img in zip(prompts, images):
-        tokens, logits = model.generate(p[None], images=img, max_new_tokens=max_new_tokens, return_logits=True)
-        single.append((tokens, logits, [o[0] for o in model.last_stats.stage_origins]))
-    ids, mask = right_pad(prompts)
-    tokens, logits = model.generate(ids, images=torch.cat(images), attention_mask=mask,
-                                    max_new_tokens=max_new_tokens, return_logits=True)
-    for i, (t1, l1, origins) in enumerate(single):
-        n = t1.shape[1]
-        assert torch.equal(tokens[i, :n], t1[0])
-        assert_close(logits[i, :n], l1[0], atol=atol, rtol=0)
-        assert all(torch.equal(a, b[i]) for a, b in zip(origins, model.last_stats.stage_origins))

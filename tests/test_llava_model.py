@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest import (
     TEST_DTYPE,
-    assert_batch_equals_one_at_a_time,
     assert_close,
     encode_prompt,
     right_pad,
@@ -28,12 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def base(load_tiny):
     return load_tiny()
-
-
-@pytest.fixture(scope="module")
-def eager(load_tiny):
-    return load_tiny(attn="eager")
-
 
 
 def test_checkpoint_layout_and_clean_load(tiny_path, base):
@@ -119,34 +112,6 @@ def test_image_features_land_at_the_placeholder(base, where):
     text_ids = torch.cat([ids[:at], ids[at + 1:]])
     spliced_text = torch.cat([batch.hidden[0, :at], batch.hidden[0, at + 576:]])
     assert_close(spliced_text, model.model.embed_tokens(text_ids.to(model.device)), atol=0, rtol=0)
-
-
-def test_batched_generation_equals_one_at_a_time(base, gqa_questions):
-    tok, model = base
-    prompts = [encode_prompt(tok, gqa_questions[1]["text"]), encode_prompt(tok, "<image>\nWhy?")]
-    assert len(prompts[0]) != len(prompts[1])
-    assert_batch_equals_one_at_a_time(model, prompts, [stand_in_image(2), stand_in_image(3)], max_new_tokens=6)
-
-
-def test_cached_generation_equals_recomputation(base, gqa_questions):
-    tok, model = base
-    ids = encode_prompt(tok, gqa_questions[2]["text"])
-    image = stand_in_image(4)
-    tokens, logits = model.generate(ids[None], images=image, max_new_tokens=5, return_logits=True)
-    for step in range(tokens.shape[1]):
-        prefix = torch.cat([ids, tokens[0, :step].cpu()])
-        recomputed = model(prefix[None], images=image)[0, -1]
-        assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
-        assert int(recomputed.argmax()) == int(tokens[0, step])
-
-
-def test_sdpa_and_eager_agree(base, eager, gqa_questions):
-    tok, model = base
-    ids = encode_prompt(tok, gqa_questions[3]["text"])
-    a = model(ids[None], images=stand_in_image(5))
-    b = eager[1](ids[None], images=stand_in_image(5))
-    assert eager[1].config._attn_implementation == "eager"
-    assert_close(a, b, atol=1e-4, rtol=0)
 
 
 def test_placeholder_and_image_count_must_agree(base):

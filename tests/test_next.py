@@ -1,4 +1,5 @@
-"""LLaVA-NeXT (anyres): feature merging by hand, the tiny v1.6-layout checkpoint, and VisionDrop at 640/320/160."""
+"""LLaVA-NeXT (anyres): feature merging by hand, the tiny v1.6-layout checkpoint, and the NeXT schedules by hand
+(the invariants every method keeps on every config are tests/test_contract.py's)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import TEST_DEVICE, TEST_DTYPE, assert_close, encode_prompt, right_pad
+from conftest import TEST_DEVICE, TEST_DTYPE, assert_close, encode_prompt, right_pad, stand_in_picture
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -27,8 +27,6 @@ SIDE, P = 24, 576
 # Per-layer group counts on a 2x2 grid (n_sub = 5), docs/methods.md, 'Schedules'; a 1x2 grid (n_sub = 3) keeps
 # 3/5 of them.
 NEXT_COUNTS = {640: [960, 705, 515, 380], 320: [480, 350, 260, 190], 160: [240, 175, 130, 95]}
-FULL_RETENTION = ["encoder.enabled=false", "llm.tokens=[[576,0],[576,0],[576,0]]", "budget=2880"]
-
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +42,6 @@ def next_model(next_path):
 
 def install(model, config: str | None, overrides=()):
     model.set_pruning(load_config(CONFIGS / config if config else None, list(overrides)))
-
-
-def picture(width: int, height: int, seed: int = 0) -> Image.Image:
-    rng = np.random.RandomState(seed)
-    return Image.fromarray(rng.randint(0, 256, (height, width, 3), dtype=np.uint8))
 
 
 def pixels(model, images: list[Image.Image]) -> list[torch.Tensor]:
@@ -72,7 +65,7 @@ def map_origin(r: int, c: int, g_w: int) -> int:
 def test_spatial_unpad_by_hand(size, grid, kept, tokens):
     g_w, g_h = grid
     assert get_anyres_image_grid_shape(size, NEXT_PINPOINTS, 336) == grid
-    assert process_anyres_image(picture(*size), NEXT_PINPOINTS).shape[0] == 1 + g_w * g_h
+    assert process_anyres_image(stand_in_picture(*size), NEXT_PINPOINTS).shape[0] == 1 + g_w * g_h
     n_sub = 1 + g_w * g_h
     features = torch.randn(n_sub, P, 8)
     origin = torch.arange(P).expand(n_sub, P)
@@ -145,7 +138,7 @@ def test_spliced_length_and_batch_splicing(next_model):
     tok, model = next_model
     install(model, None)
     sizes = [(640, 480), (1000, 200)]
-    images = [picture(*s, seed=i) for i, s in enumerate(sizes)]
+    images = [stand_in_picture(*s, seed=i) for i, s in enumerate(sizes)]
     prompts = [encode_prompt(tok, "<image>\nWhat is this?"), encode_prompt(tok, "<image>\nIs it sunny today?")]
     ids, mask = right_pad(prompts)
     batch = model.prepare_multimodal_batch(ids, mask, pixels(model, images), sizes)
@@ -158,22 +151,7 @@ def test_spliced_length_and_batch_splicing(next_model):
     assert batch.visual_units.tolist() == [5, 4]
 
 
-# ---- VisionDrop on NeXT ------------------------------------------------------------------------------------
-
-def test_full_retention_equals_the_unpruned_model(next_model):
-    tok, model = next_model
-    ids, size = encode_prompt(tok, "<image>\nWhat is in the image?"), (336, 336)  # 1x2 grid: 3 x 576 flat
-    image = pixels(model, [picture(*size, seed=3)])
-    model.config.mm_patch_merge_type = "flat"
-    try:
-        install(model, None)
-        base = model(ids[None], images=image, image_sizes=[size])
-        install(model, "visiondrop/llava_next_320.yaml", FULL_RETENTION)
-        full = model(ids[None], images=image, image_sizes=[size])
-    finally:
-        model.config.mm_patch_merge_type = "spatial_unpad"
-    assert_close(full, base, atol=1e-6, rtol=0)
-    assert model.last_stats.visual_per_layer[:, 0].tolist() == [3 * P] * 32
+# ---- VisionDrop's NeXT schedules ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("budget", [640, 320, 160])
@@ -186,7 +164,8 @@ def test_counts_meet_the_budget_and_scale_with_the_grid(next_model, budget):
     sizes = [(640, 480), (336, 336)]  # 2x2 grid (n_sub 5) and 1x2 grid (n_sub 3)
     prompts = [encode_prompt(tok, "<image>\nWhat is on the table?"), encode_prompt(tok, "<image>\nWhy?")]
     ids, mask = right_pad(prompts)
-    model(ids, images=pixels(model, [picture(*s, seed=5) for s in sizes]), image_sizes=sizes, attention_mask=mask)
+    images = pixels(model, [stand_in_picture(*s, seed=5) for s in sizes])
+    model(ids, images=images, image_sizes=sizes, attention_mask=mask)
     stats = model.last_stats
     assert stats.visual_per_layer[:, 0].tolist() == expected
     assert stats.visual_per_layer[:, 1].tolist() == [n * 3 // 5 for n in expected]
@@ -200,42 +179,6 @@ def test_counts_meet_the_budget_and_scale_with_the_grid(next_model, budget):
     assert bool((raster.diff() > 0).all())
     assert origin[d + c + 4 * (d - 1): 5 * d + c].tolist() == [-1] * 4
     assert (origin[5 * d + c:] // P).tolist() == [u for u in (1, 2, 3, 4) for _ in range(c)]
-
-
-def test_cached_generation_equals_pruned_recomputation(next_model):
-    tok, model = next_model
-    install(model, "visiondrop/llava_next_320.yaml")
-    ids, size = encode_prompt(tok, "<image>\nDescribe the image."), (672, 672)
-    image = pixels(model, [picture(*size, seed=7)])
-    tokens, logits = model.generate(ids[None], images=image, image_sizes=[size], max_new_tokens=4,
-                                    return_logits=True)
-    kept = model.last_stats.stage_origins
-    for step in range(tokens.shape[1]):
-        prefix = torch.cat([ids, tokens[0, :step].cpu()])
-        recomputed = model(prefix[None], images=image, image_sizes=[size])[0, -1]
-        assert_close(recomputed, logits[0, step], atol=1e-5, rtol=0)
-        assert all(torch.equal(a[0], b[0]) for a, b in zip(kept, model.last_stats.stage_origins))
-
-
-def test_batch_of_two_grids_equals_one_at_a_time(next_model):
-    tok, model = next_model
-    install(model, "visiondrop/llava_next_320.yaml")
-    sizes = [(640, 480), (1000, 200)]  # 2x2 grid (n_sub 5) and 3x1 grid (n_sub 4)
-    images = [pixels(model, [picture(*s, seed=9 + i)])[0] for i, s in enumerate(sizes)]
-    prompts = [encode_prompt(tok, "<image>\nWhat color is the car?"), encode_prompt(tok, "<image>\nWhere?")]
-    single = []
-    for p, img, size in zip(prompts, images, sizes):
-        out = model.generate(p[None], images=[img], image_sizes=[size], max_new_tokens=4, return_logits=True)
-        single.append((*out, [o[0] for o in model.last_stats.stage_origins]))
-    ids, mask = right_pad(prompts)
-    tokens, logits = model.generate(ids, images=images, image_sizes=sizes, attention_mask=mask, max_new_tokens=4,
-                                    return_logits=True)
-    assert model.last_stats.visual_per_layer[0].tolist() == [5 * 96, 4 * 96]
-    for i, (t1, l1, origins) in enumerate(single):
-        n = t1.shape[1]
-        assert torch.equal(tokens[i, :n], t1[0])
-        assert_close(logits[i, :n], l1[0], atol=1e-4, rtol=0)
-        assert all(torch.equal(a, b[i]) for a, b in zip(origins, model.last_stats.stage_origins))
 
 
 # ---- baselines on NeXT: VisionZip per sub-image, FastV per-sample ratio, PDrop on the measured N0 -----------
@@ -288,23 +231,13 @@ def test_next_baseline_configs_meet_the_budget_and_160_is_infeasible():
 
 
 @pytest.mark.parametrize("method", ["visionzip", "fastv", "pdrop"])
-def test_next_baselines_counts_and_cached_generation(next_model, method):
-    from visiondrop.methods.replay import Replay
-
+def test_next_baselines_measure_the_counts_by_hand(next_model, method):
     tok, model = next_model
     install(model, f"{method}/llava_next_320.yaml")
     sizes = [(640, 480), (336, 336)]  # 2x2 grid (n_sub 5) and 1x2 grid (n_sub 3)
     prompts = [encode_prompt(tok, "<image>\nWhat is on the table?"), encode_prompt(tok, "<image>\nWhy?")]
     ids, mask = right_pad(prompts)
-    images = pixels(model, [picture(*s, seed=11) for s in sizes])
+    images = pixels(model, [stand_in_picture(*s, seed=11) for s in sizes])
     model(ids, images=images, image_sizes=sizes, attention_mask=mask)
     for i, expected in enumerate(MEASURED_320[method]):
         assert model.last_stats.visual_per_layer[:, i].tolist() == expected
-    ids, image, size = prompts[1], images[1:], sizes[1:]
-    first = model(ids[None], images=image, image_sizes=size)[0, -1]
-    if model.model.method is not None:  # in-LLM methods score with the last token: hold the prompt's decisions
-        model.model.reduce_stage = Replay(model.model.method)
-    tokens, logits = model.generate(ids[None], images=image, image_sizes=size, max_new_tokens=3, return_logits=True)
-    assert_close(logits[0, 0], first, atol=1e-5, rtol=0)
-    recomputed = model(torch.cat([ids, tokens[0, :-1].cpu()])[None], images=image, image_sizes=size)
-    assert_close(recomputed[0, -tokens.shape[1]:], logits[0], atol=1e-5, rtol=0)
