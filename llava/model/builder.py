@@ -151,7 +151,7 @@ def load_pretrained_model(
         raise FileNotFoundError(f"model path {root} does not exist: download the checkpoint there or fix "
                                 "--model-path")
     if is_video_llava(root):  # its own family: two LanguageBind towers inside the checkpoint
-        return load_video_llava(root, device, dtype, attn_implementation)
+        return load_video_llava(root, device, dtype, attn_implementation, model_cls)
     config = read_config(root)
     config._attn_implementation = attn_implementation
     base = Path(model_base) if model_base is not None else None

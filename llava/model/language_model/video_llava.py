@@ -70,12 +70,12 @@ class VideoClips:
         return self.videos.shape[0] * self.videos.shape[2]
 
 
-class VideoLlavaForCausalLM(LlavaLlamaForCausalLM):
-    """LLaVA's model with a video tower beside the image tower (`model.vision_tower`); frames splice as units."""
+class VideoLlavaMixin:
+    """Over a LLaVA model class: a video tower beside the image tower (`model.vision_tower`); frames as units."""
 
     def __init__(self, config: LlavaConfig):
         super().__init__(config)
-        self.video_tower: LanguageBindVideoTower | None = None
+        self.video_tower: LanguageBindVideoTower | None = None  # attached by load_video_llava
 
     def prepare_multimodal_batch(self, input_ids, attention_mask=None, images=None, image_sizes=None):
         """As LLaVA's, where a 5-D `images` tensor is clips whose frames fill adjacent placeholders."""
@@ -95,6 +95,17 @@ class VideoLlavaForCausalLM(LlavaLlamaForCausalLM):
         origin = origin + (frame_index * self.video_tower.tokens_per_frame)[:, None]
         projected = self.model.mm_projector(features.to(self.dtype))
         return [(f, o, 1) for f, o in zip(projected, origin)]
+
+
+class VideoLlavaForCausalLM(VideoLlavaMixin, LlavaLlamaForCausalLM):
+    """Video-LLaVA on LLaVA's decoder loop (unpruned)."""
+
+
+def video_model_class(model_cls: type) -> type:
+    """The Video-LLaVA class over `model_cls` (LlavaLlamaForCausalLM or a pruning-aware subclass of it)."""
+    if model_cls is LlavaLlamaForCausalLM:
+        return VideoLlavaForCausalLM
+    return type(f"Video{model_cls.__name__}", (VideoLlavaMixin, model_cls), {"__doc__": VideoLlavaMixin.__doc__})
 
 
 def is_video_llava(model_path: str | Path) -> bool:
@@ -135,15 +146,16 @@ def llm_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_video_llava(model_path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float16,
-                     attn_implementation: str = "sdpa"):
-    """(tokenizer, model, image processor, context length) of a Video-LLaVA checkpoint, either layout."""
+                     attn_implementation: str = "sdpa", model_cls: type = LlavaLlamaForCausalLM):
+    """(tokenizer, model, image processor, context length) of a Video-LLaVA checkpoint, either layout;
+    the model is `video_model_class(model_cls)`."""
     root = Path(model_path)
     config, video_config, image_config = read_video_llava_config(json.loads((root / "config.json").read_text()))
     config._attn_implementation = attn_implementation
     state, sources = read_weights(root)
     select_layer = getattr(config, "mm_vision_select_layer", -2)
     with torch.device("meta"):
-        model = VideoLlavaForCausalLM(config)
+        model = video_model_class(model_cls)(config)
     assign_weights(model, llm_state(state), sources)
     model.model.rotary_emb = None  # rebuilt after the cast (inv_freq stays fp32)
     model.to(device=device, dtype=dtype)
