@@ -1,0 +1,70 @@
+"""The video QA entry point on the tiny Video-LLaVA with synthetic PyAV clips: answers, resume, a corrupt video."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+av = pytest.importorskip("av")
+np = pytest.importorskip("numpy")
+
+from llava.eval.model_video_qa import main  # noqa: E402
+from llava.model.tiny_video import tiny_video_llava_path  # noqa: E402
+
+
+def write_clip(path, frames: int = 12) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+@pytest.fixture(scope="module")
+def qa_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videoqa")
+    (root / "videos").mkdir()
+    names = ["clip0", "clip1", "clip2"]
+    for name in names:
+        write_clip(root / "videos" / f"{name}.mp4")
+    questions = [{"question_id": f"q{i}", "video_name": name, "question": f"what happens {i}?"}
+                 for i, name in enumerate(names)]
+    answers = [{"question_id": f"q{i}", "answer": f"answer {i}"} for i in range(len(names))]
+    (root / "test_q.json").write_text(json.dumps(questions))
+    (root / "test_a.json").write_text(json.dumps(answers))
+    return root, tiny_video_llava_path(tmp_path_factory.mktemp("video-cache"))
+
+
+def argv(root, model, out, *extra):
+    return ["--model_path", str(model), "--video_dir", str(root / "videos"), "--gt_file_question",
+            str(root / "test_q.json"), "--gt_file_answers", str(root / "test_a.json"), "--output_dir", str(out),
+            "--output_name", "1_0", "--max_new_tokens", "3", "--dtype", "float32", "--device", "cpu", *extra]
+
+
+def test_answers_every_pair_and_resumes(qa_set, tmp_path):
+    root, model = qa_set
+    assert main(argv(root, model, tmp_path, "--limit", "2")) == 0
+    lines = [json.loads(x) for x in (tmp_path / "1_0.json").read_text().splitlines()]
+    assert [(x["id"], x["answer"]) for x in lines] == [("q0", "answer 0"), ("q1", "answer 1")]
+    assert all(x["metadata"]["visual_tokens"] == 8 * 257 for x in lines)
+    assert main(argv(root, model, tmp_path, "--limit", "3")) == 0
+    again = [json.loads(x) for x in (tmp_path / "1_0.json").read_text().splitlines()]
+    assert again[:2] == lines and again[2]["id"] == "q2"
+
+
+def test_corrupt_video_is_a_clear_error_and_keeps_written_answers(qa_set, tmp_path, capsys):
+    root, model = qa_set
+    broken = tmp_path / "videos"
+    broken.mkdir()
+    for name in ("clip0", "clip1"):
+        (broken / f"{name}.mp4").write_bytes((root / "videos" / f"{name}.mp4").read_bytes())
+    (broken / "clip2.mp4").write_bytes(b"not a video")
+    args = argv(root, model, tmp_path / "out")
+    args[args.index("--video_dir") + 1] = str(broken)
+    assert main(args) == 2
+    assert "clip2.mp4" in capsys.readouterr().err
+    kept = (tmp_path / "out" / "1_0.json").read_text().splitlines()
+    assert [json.loads(x)["id"] for x in kept] == ["q0", "q1"]
