@@ -68,3 +68,36 @@ def test_corrupt_video_is_a_clear_error_and_keeps_written_answers(qa_set, tmp_pa
     assert "clip2.mp4" in capsys.readouterr().err
     kept = (tmp_path / "out" / "1_0.json").read_text().splitlines()
     assert [json.loads(x)["id"] for x in kept] == ["q0", "q1"]
+
+
+def test_msvd_script_end_to_end_with_a_local_judge(qa_set, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_video_judge import FakeJudge
+
+    root, model = qa_set
+    data = tmp_path / "data"
+    (data / "msvd").mkdir(parents=True)
+    (data / "msvd" / "videos").symlink_to(root / "videos")
+    questions = [{"question_id": f"q{i}", "video_name": f"clip{i}", "question": q}
+                 for i, q in enumerate(["yes-4", "no-2", "yes-5"])]
+    (data / "msvd" / "test_q.json").write_text(json.dumps(questions))
+    (data / "msvd" / "test_a.json").write_text((root / "test_a.json").read_text())
+    judge = FakeJudge()
+    try:
+        env = {**os.environ, "MODEL_PATH": str(model), "DATA_ROOT": str(data), "RESULTS_ROOT": str(tmp_path / "res"),
+               "DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable, "OPENAI_API_BASE": judge.base,
+               "OPENAI_API_KEY": "EMPTY", "JUDGE_MODEL": "fake-judge"}
+        repo = Path(__file__).resolve().parents[1]
+        done = subprocess.run(["bash", "scripts/eval/msvd.sh", "--max_new_tokens", "2", "--dtype", "float32"],
+                              cwd=repo, env=env, capture_output=True, text=True)
+    finally:
+        judge.server.shutdown()
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(next((tmp_path / "res").rglob("msvd.json")).read_text())
+    assert sorted(judge.requests) == ["no-2", "yes-4", "yes-5"]
+    assert "fake-judge" in json.dumps(result)
+    assert result["accuracy"] == pytest.approx(200 / 3) and result["score"] == pytest.approx(11 / 3)
