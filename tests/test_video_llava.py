@@ -158,3 +158,16 @@ def test_hf_port_layout_loads_and_is_labelled(tiny_video, tmp_path, loaded):
     ids = torch.tensor([[1, 5, IMAGE_TOKEN_INDEX, 13, 7]])
     image = torch.randn(1, 3, 224, 224)
     torch.testing.assert_close(model(ids, images=image), loaded(ids, images=image))
+
+
+@pytest.mark.parametrize("config, average", [("configs/none/video_llava.yaml", 2056.0),
+                                             ("configs/fastv/video_llava_256.yaml", 256.0)])
+def test_shipped_configs_measure_their_budget(tiny_video, config, average):
+    from pathlib import Path
+
+    from llava.model.visiondrop_llava import load_model_for_eval
+
+    path = Path(__file__).resolve().parents[1] / config
+    model = load_model_for_eval(str(tiny_video), str(path), dtype=torch.float32)[1]
+    model(video_prompt([7, 8])[None], images=clips(1))
+    assert model.last_stats.average_visual_tokens == [average]
