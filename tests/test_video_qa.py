@@ -101,3 +101,24 @@ def test_msvd_script_end_to_end_with_a_local_judge(qa_set, tmp_path):
     assert sorted(judge.requests) == ["no-2", "yes-4", "yes-5"]
     assert "fake-judge" in json.dumps(result)
     assert result["accuracy"] == pytest.approx(200 / 3) and result["score"] == pytest.approx(11 / 3)
+
+
+def test_table_3_lists_acc_and_score_per_dataset_and_their_averages(tmp_path, capsys):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("make_table", Path(__file__).resolve().parents[1] / "scripts"
+                                                  / "make_table.py")
+    make_table = importlib.util.module_from_spec(spec)
+    sys.modules["make_table"] = make_table
+    spec.loader.exec_module(make_table)
+    run = tmp_path / "fastv_video_llava_256"
+    run.mkdir()
+    (run / "msvd.json").write_text(json.dumps({"accuracy": 70.0, "score": 3.9}))
+    (run / "tgif.json").write_text(json.dumps({"accuracy": 50.0, "score": 3.1}))
+    assert make_table.main([str(tmp_path), "--table", "3"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row == "| fastv_video_llava_256 | 50.0 | 3.10 | 70.0 | 3.90 | – | – | 60.0 | 3.50 |"
+    (run / "msrvtt.json").write_text("{}")
+    assert make_table.main([str(tmp_path), "--table", "3"]) == 2
