@@ -1,6 +1,7 @@
 """Build the VisionDrop Table-1 layout (Markdown) from a folder of result JSONs.
 
-Usage: python scripts/make_table.py RESULTS_DIR [--out table.md] [--model NAME]
+Usage: python scripts/make_table.py RESULTS_DIR [--out table.md] [--model NAME] [--table 3]
+`--table 3`: the video QA table (Acc / Score of TGIF, MSVD, MSRVTT and their averages, one row per run folder).
 Every distinct (model, full pruning config) is its own row, the unpruned `none` row first; a run whose config
 differs from its config file (an ablation, `--set ...`) is named by the keys that differ, e.g.
 `visiondrop (merge=false)`. `Tokens` is the nominal budget, `Measured` the measured mean visual tokens per LLM
@@ -233,22 +234,57 @@ def build_table(records: Iterable[dict[str, Any]], model: str | None = None) -> 
     return "\n\n".join(sections) + "\n\n" + footnote() + "\n"
 
 
+VIDEO_COLUMNS = {"TGIF": "tgif", "MSVD": "msvd", "MSRVTT": "msrvtt"}  # Table 3: judge results per run folder
+
+
+def build_video_table(folder: Path) -> str:
+    """Table 3: per run folder (`results/<run>/{tgif,msvd,msrvtt}.json` of the video scripts) Acc / Score per
+    dataset and their averages over the datasets present."""
+    lines = ["| Run | " + " | ".join(f"{c} Acc | {c} Score" for c in VIDEO_COLUMNS) + " | Avg. Acc | Avg. Score |",
+             "|---|" + "---:|" * (2 * len(VIDEO_COLUMNS) + 2)]
+    runs = sorted({p.parent for name in VIDEO_COLUMNS.values() for p in folder.rglob(f"{name}.json")})
+    if not runs:
+        raise TableError(f"no video QA results (tgif / msvd / msrvtt.json) under {folder}")
+    for run in runs:
+        cells, accs, scores = [], [], []
+        for name in VIDEO_COLUMNS.values():
+            path = run / f"{name}.json"
+            if not path.is_file():
+                cells += [EMPTY, EMPTY]
+                continue
+            try:
+                result = json.loads(path.read_text())
+                acc, score = float(result["accuracy"]), float(result["score"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise TableError(f"{path}: not a video judge result ({err})") from None
+            accs.append(acc)
+            scores.append(score)
+            cells += [f"{acc:.1f}", f"{score:.2f}"]
+        cells += [f"{sum(accs) / len(accs):.1f}", f"{sum(scores) / len(scores):.2f}"]
+        lines.append(f"| {run.relative_to(folder)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; exit status 2 with one line naming the file on unusable results."""
     ap = argparse.ArgumentParser(description="Render the VisionDrop Table-1 layout from result JSONs.")
     ap.add_argument("results_dir", help="folder searched recursively for result JSONs")
     ap.add_argument("--out", default=None, help="also write the Markdown here")
     ap.add_argument("--model", default=None, help="only this model")
+    ap.add_argument("--table", type=int, choices=(1, 3), default=1, help="1: image benchmarks; 3: video QA")
     args = ap.parse_args(argv)
     folder = Path(args.results_dir)
     try:
         if not folder.is_dir():
             raise TableError(f"results folder {folder} not found (the scripts write to results/<run>/, or "
                              "$RESULTS_ROOT/<run>/)")
-        records = load_results(folder)
-        if not records:
-            raise TableError(f"no result JSONs under {folder} (a result JSON has 'benchmark' and 'metrics')")
-        text = build_table(records, args.model)
+        if args.table == 3:
+            text = build_video_table(folder)
+        else:
+            records = load_results(folder)
+            if not records:
+                raise TableError(f"no result JSONs under {folder} (a result JSON has 'benchmark' and 'metrics')")
+            text = build_table(records, args.model)
     except (TableError, ResultsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -25,8 +25,10 @@ NEW_TOKENS = 6
 
 
 def shipped_configs() -> list[str]:
-    """Every config under configs/, as paths relative to configs/."""
-    return sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml"))
+    """Every image-model config under configs/, as paths relative to configs/ (the Video-LLaVA configs,
+    `video_llava*.yaml`, need the tiny video model: tests/test_video_llava.py)."""
+    return sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml")
+                  if not p.stem.startswith("video_llava"))
 
 
 def is_next(config: str) -> bool:

@@ -231,6 +231,8 @@ def pixel_inputs(pil: list, model, image_processor) -> tuple:
     """(pixel tensor(s) on the model's device and dtype, original sizes) of PIL images; (None, None) for none."""
     from llava.mm_utils import process_images
 
+    if not isinstance(pil, list):  # clips already preprocessed to [n, 3, T, H, W] (llava.eval.model_video_qa)
+        return pil.to(device=model.device, dtype=model.dtype), None
     if not pil:
         return None, None
     images = process_images(pil, image_processor, model.config)
@@ -279,8 +281,10 @@ def answer_line(item: EvalItem, text: str, per_layer: list[int], model_id: str) 
             "metadata": {"visual_tokens": round(average, 4), "visual_tokens_per_layer": per_layer}}
 
 
-def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> dict[str, Any]:
-    """Generate the missing answers of this chunk into args.answers_file; return a summary."""
+def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]],
+        generate: Callable = generate_batch) -> dict[str, Any]:
+    """Generate the missing answers of this chunk into args.answers_file with `generate` (a batch of items ->
+    [(text, per-layer visual token counts)], as `generate_batch`); return a summary."""
     if args.num_beams != 1:
         raise EvalInputError("--num_beams > 1 is not supported (the reproduction protocol is greedy, 1 beam)")
     if args.batch_size < 1:
@@ -294,10 +298,11 @@ def run(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> d
     chunk = chunk_items(read_items(), args.num_chunks, args.chunk_idx)
     config, settings = run_settings(args)
     with AnswerLock(path):
-        return run_locked(args, chunk, path, config, settings)
+        return run_locked(args, chunk, path, config, settings, generate)
 
 
-def run_locked(args: argparse.Namespace, chunk: list[EvalItem], path: Path, config, settings: dict) -> dict:
+def run_locked(args: argparse.Namespace, chunk: list[EvalItem], path: Path, config, settings: dict,
+               generate: Callable = generate_batch) -> dict:
     """`run` once the answer file is locked: check the settings, resume or start afresh, generate."""
     import torch
     from tqdm import tqdm
@@ -333,7 +338,7 @@ def run_locked(args: argparse.Namespace, chunk: list[EvalItem], path: Path, conf
             with path.open("a", encoding="utf-8") as f:
                 for first in range(0, len(pending), args.batch_size):
                     batch = pending[first:first + args.batch_size]
-                    results = generate_batch(batch, tok, model, image_processor, args)
+                    results = generate(batch, tok, model, image_processor, args)
                     f.write("".join(json.dumps(answer_line(item, text, layers, settings["model_id"])) + "\n"
                                     for item, (text, layers) in zip(batch, results)))
                     f.flush()
@@ -352,13 +357,13 @@ def run_locked(args: argparse.Namespace, chunk: list[EvalItem], path: Path, conf
     return summary
 
 
-def cli(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]]) -> int:
+def cli(args: argparse.Namespace, read_items: Callable[[], list[EvalItem]], generate: Callable = generate_batch) -> int:
     """Run a driver; bad input is reported as one clear line on stderr with exit status 2."""
     from llava.model.checkpoint import CheckpointError
 
     try:
         with exit_on_sigterm():
-            run(args, read_items)
+            run(args, read_items, generate)
     except (EvalInputError, ConfigError, CheckpointError, FileNotFoundError, NotImplementedError,
             RunLockedError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -169,6 +169,8 @@ def read_predictions(path: str | Path, limit: int) -> list[dict]:
                     sample = ast.literal_eval(line.strip())
                 except (ValueError, SyntaxError):
                     raise ValueError(f"{path}:{number}: not a JSON or Python dict line") from None
+            if "pred" not in sample and "text" in sample:  # llava.eval.model_video_qa's LLaVA-style answer line
+                sample["pred"] = sample["text"]
             missing = [k for k in ("id", "question", "answer", "pred") if k not in sample]
             if missing:
                 raise ValueError(f"{path}:{number}: missing field(s) {missing}; expected id, question, answer, pred")

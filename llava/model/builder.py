@@ -12,6 +12,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from llava.model.checkpoint import TOWER_KEY_RENAMES, TOWER_PREFIX, CheckpointError, assign_weights, read_weights
 from llava.model.compat import image_processor_class
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+from llava.model.language_model.video_llava import is_video_llava, load_video_llava
 from llava.model.model_base import is_lora, merge_lora, weights_over_base
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.tokenizer import load_tokenizer
@@ -149,6 +150,8 @@ def load_pretrained_model(
     if not root.is_dir():
         raise FileNotFoundError(f"model path {root} does not exist: download the checkpoint there or fix "
                                 "--model-path")
+    if is_video_llava(root):  # its own family: two LanguageBind towers inside the checkpoint
+        return load_video_llava(root, device, dtype, attn_implementation, model_cls)
     config = read_config(root)
     config._attn_implementation = attn_implementation
     base = Path(model_base) if model_base is not None else None

@@ -102,9 +102,13 @@ class LanguageBindVideoTower(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.vision_tower.embeddings.patch_embedding.weight.dtype
 
-    @torch.no_grad()
-    def forward(self, videos: torch.Tensor) -> torch.Tensor:
-        """[B, 3, T, H, W] normalised frames -> [B, T, tokens_per_frame, C] from the selected layer."""
+    # The frame-level hook: the same `select(layer_input, features, layer)` as CLIPVisionTower's, keeping CLS
+    # (`select_feature`), so an encoder-stage method that overrides it reduces every frame as one unit.
+    select_feature = "cls_patch"
+    select = CLIPVisionTower.select
+
+    def selected_states(self, videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, 3, T, H, W] normalised frames -> the selected layer's input and output, [B*T, N, C] frame-major."""
         if videos.dim() != 5 or videos.shape[1] != 3:
             raise ValueError(f"videos of shape {tuple(videos.shape)}: expected [batch, 3, frames, H, W]")
         b, _, t, h, w = videos.shape
@@ -113,10 +117,27 @@ class LanguageBindVideoTower(nn.Module):
         frames = videos.transpose(1, 2).reshape(b * t, 3, h, w).to(self.dtype)
         tower = self.vision_tower
         hidden = tower.pre_layrnorm(tower.embeddings(frames))
+        layer_input = hidden
         for i in range(selected_layer_index(self.config.num_hidden_layers, self.select_layer)):
             if self.temporal:
                 hidden = self.temporal_steps[i](hidden, t)
+            layer_input = hidden
             hidden = tower.encoder.layers[i](hidden, None)
+        return layer_input, hidden
+
+    @torch.no_grad()
+    def encode(self, videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, 3, T, H, W] -> per frame (features [B*T, n, C], tower origins [B*T, n]) chosen by `select`."""
+        layer_input, features = self.selected_states(videos)
+        layer = self.vision_tower.encoder.layers[selected_layer_index(self.config.num_hidden_layers,
+                                                                      self.select_layer) - 1]
+        return self.select(layer_input, features, layer)
+
+    @torch.no_grad()
+    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        """[B, 3, T, H, W] normalised frames -> [B, T, tokens_per_frame, C] from the selected layer."""
+        b, t = videos.shape[0], videos.shape[2]
+        hidden = self.selected_states(videos)[1]
         return hidden.view(b, t, hidden.shape[1], hidden.shape[2])
 
 
