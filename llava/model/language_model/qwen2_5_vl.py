@@ -22,10 +22,14 @@ from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2VLImageProcessorPil
-from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (Qwen2_5_VisionTransformerPretrainedModel,
-                                                                Qwen2_5_VLDecoderLayer, Qwen2_5_VLRMSNorm,
-                                                                Qwen2_5_VLRotaryEmbedding,
-                                                                Qwen2_5_VLVisionRotaryEmbedding, rotate_half)
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+    Qwen2_5_VisionTransformerPretrainedModel,
+    Qwen2_5_VLDecoderLayer,
+    Qwen2_5_VLRMSNorm,
+    Qwen2_5_VLRotaryEmbedding,
+    Qwen2_5_VLVisionRotaryEmbedding,
+    rotate_half,
+)
 
 from llava.model.checkpoint import assign_weights, read_weights
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM, LlavaLlamaModel
