@@ -163,3 +163,33 @@ def test_qwen_config_on_a_llava_checkpoint_is_refused(load_tiny):
     _, model = load_tiny()
     with pytest.raises(ValueError, match=rf"{MODEL_NAME}.*llava"):
         model.set_pruning(PruningConfig(method="none", model=MODEL_NAME))
+
+
+def test_encoder_scores_by_hand(ours, inputs):
+    """With the last full-attention block's queries zeroed every token of an image receives 1 / (its patches)
+    from each query: each image's merged tokens score exactly that, per image (not over the batch)."""
+    from llava.model.qwen_vision_scores import visual_token_scores
+
+    _, _, images = inputs
+    visual = ours[1].model.visual
+    qkv = visual.blocks[visual.fullatt_block_indexes[-1]].attn.qkv
+    features, scores = visual_token_scores(visual, images["pixel_values"], images["image_grid_thw"])
+    patches = images["image_grid_thw"].prod(-1).tolist()
+    assert [s.numel() for s in scores] == [p // 4 for p in patches]
+    assert not torch.allclose(scores[0], torch.full_like(scores[0], 1 / patches[0]))
+    assert_close(features, visual(images["pixel_values"], grid_thw=images["image_grid_thw"]).pooler_output)
+    alone = visual_token_scores(visual, images["pixel_values"][patches[0]:], images["image_grid_thw"][1:])[1][0]
+    assert_close(alone, scores[1], atol=1e-7, rtol=1e-5)  # the second image's offsets in the batch
+    saved = qkv.weight.detach().clone(), qkv.bias.detach().clone()
+    dim = qkv.out_features // 3
+    try:
+        with torch.no_grad():
+            qkv.weight[:dim].zero_()
+            qkv.bias[:dim].zero_()
+        _, uniform = visual_token_scores(visual, images["pixel_values"], images["image_grid_thw"])
+    finally:
+        with torch.no_grad():
+            qkv.weight.copy_(saved[0])
+            qkv.bias.copy_(saved[1])
+    for s, p in zip(uniform, patches):
+        assert_close(s, torch.full_like(s, 1 / p), atol=1e-7, rtol=1e-5)
