@@ -12,6 +12,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from llava.model.checkpoint import TOWER_KEY_RENAMES, TOWER_PREFIX, CheckpointError, assign_weights, read_weights
 from llava.model.compat import image_processor_class
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+from llava.model.language_model.qwen2_5_vl import load_qwen_model
 from llava.model.language_model.video_llava import is_video_llava, load_video_llava
 from llava.model.model_base import is_lora, merge_lora, weights_over_base
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
@@ -144,7 +145,8 @@ def load_pretrained_model(
     LLaVA's signature: the kind of checkpoint is read from its files.
     `vision_dtype=None` keeps the faithful precisions: the separately loaded LLaVA-1.5 tower in fp32, a tower
     stored in the checkpoint (NeXT) in `dtype`. Returns (tokenizer, model, image_processor, context_len), the
-    processor also set as `model.get_vision_tower().image_processor` as in LLaVA.
+    processor also set as `model.get_vision_tower().image_processor` as in LLaVA. A Qwen2.5-VL checkpoint
+    (config.json model_type `qwen2_5_vl`) loads through its family (llava.model.language_model.qwen2_5_vl).
     """
     root = Path(model_path)
     if not root.is_dir():
@@ -152,6 +154,9 @@ def load_pretrained_model(
                                 "--model-path")
     if is_video_llava(root):  # its own family: two LanguageBind towers inside the checkpoint
         return load_video_llava(root, device, dtype, attn_implementation, model_cls)
+    config_file = root / "config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "qwen2_5_vl":
+        return load_qwen_model(root, device, dtype, attn_implementation)
     config = read_config(root)
     config._attn_implementation = attn_implementation
     base = Path(model_base) if model_base is not None else None

@@ -56,6 +56,14 @@ class SequenceBatch:
     def with_hidden(self, hidden: torch.Tensor) -> SequenceBatch:
         return replace(self, hidden=hidden)
 
+    def next_position(self) -> torch.Tensor:
+        """[B]: the position a token after each row's last real one takes (one past the largest real position;
+        `positions` is [B, T], or [A, B, T] with one row per rotary axis as Qwen2.5-VL's M-RoPE)."""
+        positions = self.positions.masked_fill(~self.key_mask, -1)
+        if positions.dim() == 3:
+            positions = positions.max(dim=0).values
+        return positions.max(dim=-1).values + 1
+
     def append(self, embeds: torch.Tensor) -> SequenceBatch:
         """The batch with one more real token per row (embeds [B, 1, D]) placed after each row's last one."""
         rows = torch.arange(self.hidden.shape[0], device=self.hidden.device)
@@ -64,8 +72,8 @@ class SequenceBatch:
         hidden[rows, at] = embeds[:, 0].to(hidden.dtype)
         key_mask = torch.cat([self.key_mask, torch.zeros_like(self.key_mask[:, :1])], dim=1)
         key_mask[rows, at] = True
-        positions = torch.cat([self.positions, torch.zeros_like(self.positions[:, :1])], dim=1)
-        positions[rows, at] = self.positions.masked_fill(~self.key_mask, -1).max(dim=1).values + 1
+        positions = torch.cat([self.positions, torch.zeros_like(self.positions[..., :1])], dim=-1)
+        positions[..., rows, at] = self.next_position()
         return replace(self, hidden=hidden, key_mask=key_mask, positions=positions, lengths=self.lengths + 1)
 
 

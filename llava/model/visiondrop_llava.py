@@ -12,6 +12,7 @@ import torch
 
 from llava.model.builder import load_pretrained_model
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
+from llava.model.language_model.qwen2_5_vl import LLAVA_FAMILY, check_config_family
 from llava.model.multimodal_encoder.clip_encoder import CLIPLayerView, CLIPVisionTower
 from visiondrop.config import PruningConfig, load_config
 from visiondrop.execution import Execution
@@ -58,6 +59,7 @@ class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
     def set_pruning(self, config: PruningConfig) -> None:
         """Install a validated config's method (the `none` method restores the unpruned model), with a fresh
         execution layer (its captured graphs belong to this method's options)."""
+        check_config_family(config.model, LLAVA_FAMILY)
         method = build_method(config)
         n_layers = len(self.model.layers)
         if method.boundaries and max(method.boundaries) >= n_layers:

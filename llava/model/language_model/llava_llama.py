@@ -100,14 +100,17 @@ class ForwardStats:
 
 
 class LlavaLlamaModel(LlavaMetaModel):
-    """Embeddings, decoder layers, final norm, plus the multimodal modules of LlavaMetaModel."""
+    """Embeddings, decoder layers, final norm, plus the multimodal modules of LlavaMetaModel. Another model
+    family runs this loop over its own transformers modules by naming their classes (`layer_class`, ...)."""
+
+    layer_class, norm_class, rotary_class = LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
     def __init__(self, config: LlavaConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
-        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        self.layers = nn.ModuleList(self.layer_class(config, i) for i in range(config.num_hidden_layers))
+        self.norm = self.norm_class(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = self.rotary_class(config=config)
         self.method: Method | None = None  # the in-LLM pruning method (None: no boundaries)
         self.reduce_stage: Callable | None = None  # called instead of method.reduce when set (timing, replay)
         self.execution = Execution()
@@ -115,10 +118,6 @@ class LlavaLlamaModel(LlavaMetaModel):
     def layer_view(self, index: int) -> LlamaLayerView:
         """Decoder layer `index` as pruning methods read it."""
         return LlamaLayerView(self.layers[index])
-
-    def next_position(self, positions: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """Position of each row's first new token [B]: one after its last real position (1-D RoPE positions)."""
-        return positions.masked_fill(~key_mask, -1).max(dim=1).values + 1
 
     @property
     def attn_implementation(self) -> str:
@@ -178,7 +177,7 @@ class LlavaLlamaModel(LlavaMetaModel):
                 batch = replace(batch, layer_input=hidden)
                 hidden = run_layers(hidden, mask, rope, split, stop)
             batch = batch.with_hidden(hidden)
-            segments.append(Segment(first, batch.key_mask, self.next_position(batch.positions, batch.key_mask), padded))
+            segments.append(Segment(first, batch.key_mask, batch.next_position(), padded))
         final = self.norm(batch.hidden)
         last_index = (batch.lengths - 1).to(final.device)
         return final, last_index, segments, ForwardStats(counts, stage_origins)
@@ -234,13 +233,15 @@ def _apply_batched(batch: SequenceBatch, red: Reduction, compact_positions: bool
 
 
 class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
-    """LLaVA-1.5 / NeXT model: `model` (decoder + multimodal modules) and an untied `lm_head`."""
+    """LLaVA-1.5 / NeXT model: `model` (decoder + multimodal modules, a `model_class`) and an untied `lm_head`."""
+
+    model_class = LlavaLlamaModel
 
     def __init__(self, config: LlavaConfig):
         super().__init__()
         self.config = config
-        self.model = LlavaLlamaModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.model = self.model_class(config)
+        self.lm_head = nn.Linear(self.model.config.hidden_size, self.model.config.vocab_size, bias=False)
         self.last_stats: ForwardStats | None = None
         self.decode_graphs = DecodeGraphs(self)
 
