@@ -8,10 +8,10 @@ import functools
 import importlib.util
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from visiondrop.graphs import GraphCache
+if TYPE_CHECKING:  # config validation reads ExecutionOptions without loading torch (fast --help)
+    import torch
 
 
 @dataclass
@@ -36,6 +36,8 @@ class Execution:
     dropped when the weights are replaced)."""
 
     def __init__(self, options: ExecutionOptions | None = None):
+        from visiondrop.graphs import GraphCache
+
         self.options = options or ExecutionOptions()
         self.graphs = GraphCache()
 
@@ -56,6 +58,8 @@ class Execution:
 def fused_applies(hidden: torch.Tensor, head_dim: int) -> bool:
     """Whether the Triton kernels (visiondrop.kernels, visiondrop.selection_kernels) can take over a stage over
     `hidden`: fp16 on CUDA, a power-of-two head_dim >= 16, Triton installed."""
+    import torch
+
     fits = hidden.dtype == torch.float16 and head_dim >= 16 and not head_dim & (head_dim - 1)
     return hidden.is_cuda and fits and _triton_installed()
 

@@ -59,6 +59,19 @@ def tiny_llava_path(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     return model_dir
 
 
+def build_once(model_dir: Path, write) -> Path:
+    """`model_dir`, written on first use by `write(directory)` into a temporary sibling and moved into place (unless
+    another process got there first), so a half-written checkpoint is never seen."""
+    if not (model_dir / "config.json").is_file():
+        model_dir.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=model_dir.parent) as tmp:
+            write(Path(tmp) / model_dir.name)
+            if not (model_dir / "config.json").is_file():
+                shutil.rmtree(model_dir, ignore_errors=True)
+                os.replace(Path(tmp) / model_dir.name, model_dir)
+    return model_dir
+
+
 def tiny_llava_next_path(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     """Return the tiny LLaVA-NeXT (v1.6 layout) checkpoint directory, creating it next to the tiny 1.5 one."""
     # Same tokenizer, LLM and projector as the tiny 1.5 checkpoint, plus anyres (v1.6 pinpoints), spatial_unpad,
@@ -66,13 +79,7 @@ def tiny_llava_next_path(cache_dir: str | Path | None = None, seed: int = 0) -> 
     # perturbed from the tiny CLIP as if fine-tuned). As in the original, config.json has no tower config.
     base = tiny_llava_path(cache_dir, seed)
     model_dir = base.parent / f"{tiny_variant('llava-next-7b')}-v{TINY_VERSION}"
-    if not (model_dir / "config.json").is_file():
-        with tempfile.TemporaryDirectory(dir=base.parent) as tmp:
-            _write_tiny_next(base, Path(tmp) / model_dir.name, seed)
-            if not (model_dir / "config.json").is_file():
-                shutil.rmtree(model_dir, ignore_errors=True)
-                os.replace(Path(tmp) / model_dir.name, model_dir)
-    return model_dir
+    return build_once(model_dir, lambda out: _write_tiny_next(base, out, seed))
 
 
 def _write_tiny_next(base: Path, out: Path, seed: int) -> None:

@@ -9,16 +9,13 @@ transformers itself loads. Weights are random: outputs are not answers.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from tokenizers import pre_tokenizers
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer, Qwen2VLImageProcessorPil
 
-from llava.model.tiny import default_cache_dir
+from llava.model.tiny import build_once, default_cache_dir
 
 TINY_QWEN_VERSION = 1
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -45,15 +42,7 @@ CHAT_TEMPLATE = (
 def tiny_qwen_path(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     """Return the tiny Qwen2.5-VL checkpoint directory, creating it on first use."""
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    model_dir = root / f"tiny-qwen2.5-vl-v{TINY_QWEN_VERSION}"
-    if not (model_dir / "config.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=root) as tmp:
-            _write_tiny_qwen(Path(tmp) / model_dir.name, seed)
-            if not (model_dir / "config.json").is_file():
-                shutil.rmtree(model_dir, ignore_errors=True)
-                os.replace(Path(tmp) / model_dir.name, model_dir)
-    return model_dir
+    return build_once(root / f"tiny-qwen2.5-vl-v{TINY_QWEN_VERSION}", lambda out: _write_tiny_qwen(out, seed))
 
 
 def tiny_qwen_processors() -> tuple[Qwen2Tokenizer, Qwen2VLImageProcessorPil]:

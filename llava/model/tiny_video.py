@@ -10,9 +10,7 @@ leaves to the LanguageBind repositories. Weights are random: outputs are not ans
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -25,7 +23,7 @@ from llava.model.multimodal_encoder.languagebind_video import (
     ORIGINAL_VIDEO_PREFIX,
     LanguageBindVideoTower,
 )
-from llava.model.tiny import TINY_CLIP, TINY_VERSION, tiny_llava_path
+from llava.model.tiny import TINY_CLIP, TINY_VERSION, build_once, tiny_llava_path
 
 TINY_LANGUAGEBIND = dict(TINY_CLIP, num_hidden_layers=4, image_size=224, hidden_act="gelu")
 
@@ -33,14 +31,7 @@ TINY_LANGUAGEBIND = dict(TINY_CLIP, num_hidden_layers=4, image_size=224, hidden_
 def tiny_video_llava_path(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     """Return the tiny Video-LLaVA checkpoint directory, creating it next to the tiny LLaVA-1.5 one."""
     base = tiny_llava_path(cache_dir, seed)
-    model_dir = base.parent / f"tiny-video-llava-v{TINY_VERSION}"
-    if not (model_dir / "config.json").is_file():
-        with tempfile.TemporaryDirectory(dir=base.parent) as tmp:
-            _write_tiny_video(base, Path(tmp) / model_dir.name, seed)
-            if not (model_dir / "config.json").is_file():
-                shutil.rmtree(model_dir, ignore_errors=True)
-                os.replace(Path(tmp) / model_dir.name, model_dir)
-    return model_dir
+    return build_once(base.parent / f"tiny-video-llava-v{TINY_VERSION}", lambda out: _write_tiny_video(base, out, seed))
 
 
 def original_tower_keys(tower: LanguageBindVideoTower) -> dict[str, torch.Tensor]:

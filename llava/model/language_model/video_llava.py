@@ -89,7 +89,8 @@ class VideoLlavaMixin:
             return super().image_segments(images, image_sizes)
         if self.video_tower is None:
             raise RuntimeError("this model has no video tower attached: load it with load_pretrained_model()")
-        features, origin = self.video_tower.encode(images.videos.to(self.device))
+        units = self.video_tower.encode(images.videos.to(self.device))
+        features, origin = units.features, units.origin
         frames = images.videos.shape[2]
         frame_index = torch.arange(features.shape[0], device=origin.device) % frames
         origin = origin + (frame_index * self.video_tower.tokens_per_frame)[:, None]

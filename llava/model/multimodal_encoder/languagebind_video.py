@@ -39,6 +39,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 from transformers.models.clip.modeling_clip import CLIPAttention
 
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower, selected_layer_index
+from visiondrop.reduction import UnitTokens
 
 NUM_FRAMES = 8
 ORIGINAL_VIDEO_PREFIX = "model.video_tower.video_tower."
@@ -126,8 +127,8 @@ class LanguageBindVideoTower(nn.Module):
         return layer_input, hidden
 
     @torch.no_grad()
-    def encode(self, videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, 3, T, H, W] -> per frame (features [B*T, n, C], tower origins [B*T, n]) chosen by `select`."""
+    def encode(self, videos: torch.Tensor) -> UnitTokens:
+        """[B, 3, T, H, W] -> the tokens of every frame (B*T units, frame-major) chosen by `select`."""
         layer_input, features = self.selected_states(videos)
         layer = self.vision_tower.encoder.layers[selected_layer_index(self.config.num_hidden_layers,
                                                                       self.select_layer) - 1]
