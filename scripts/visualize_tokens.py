@@ -29,9 +29,9 @@ CARRIED = (245, 158, 11)
 FADE = (255, 255, 255, 200)
 GROUP_COLOURS = [(16, 185, 129), (168, 85, 247), (236, 72, 153), (20, 184, 166), (132, 204, 22), (14, 165, 233),
                  (217, 70, 239), (101, 163, 13), (6, 182, 212), (139, 92, 246)]
-METHOD_NAMES = {"none": "Unpruned", "visiondrop": "VisionDrop", "fastv": "FastV", "pdrop": "PyramidDrop",
-                "visionzip": "VisionZip", "sparsevlm": "SparseVLM", "vispruner": "VisPruner"}
 PAD = 12
+# The torch path without CUDA graphs, so that every merge is observed (same selections as the fast path).
+TRACING = ["execution.kernels=torch", "execution.graph_max_tokens=0"]
 
 
 def font(size: int) -> ImageFont.ImageFont:
@@ -198,19 +198,11 @@ def compose(blocks: list[Image.Image], title: str) -> Image.Image:
     return figure
 
 
-def tracing_overrides(config_path: str | None, overrides: list[str]) -> list[str]:
-    """VisionDrop's torch path without CUDA graphs, so that every merge is observed (same selections)."""
-    from visiondrop.config import load_config
-
-    options = load_config(config_path, overrides).options
-    if hasattr(getattr(options, "llm", None), "kernels"):
-        return [*overrides, "execution.kernels=torch", "execution.graph_max_tokens=0"]
-    return overrides
-
-
 def method_header(config, overrides: list[str]) -> str:
     """'VisionDrop · 64 visual tokens · llava-v1.5-7b · llava15_64.yaml (merge=false)'."""
-    name = METHOD_NAMES.get(config.method, config.method)
+    from visiondrop.methods import get_method_class
+
+    name = get_method_class(config.method).title or config.method
     budget = f"{config.budget:g} visual tokens" if config.budget is not None else "no budget"
     source = f" · {Path(config.source).name}" if config.source else ""
     return f"{name} · {budget} · {config.model}{source}" + (f" ({', '.join(overrides)})" if overrides else "")
@@ -242,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device, dtype = resolve_device_dtype(args.device, "auto")
         image = load_image(args.image)
-        loaded = [load_config(c, tracing_overrides(c, args.set)) for c in configs]
+        loaded = [load_config(c, [*args.set, *TRACING]) for c in configs]
         tok, model, _, _ = load_model_for_eval(args.model_path or str(tiny_llava_path()), loaded[0],
                                                device=device, dtype=dtype)
     except (OSError, ValueError, NotImplementedError) as err:  # ConfigError is a ValueError

@@ -180,6 +180,11 @@ def test_every_registered_method_ships_a_config():
                                  f"configs/{name}/<model>_<budget>.yaml so the contract tests cover it")
 
 
+def test_every_registered_method_has_a_name_and_a_title():
+    for name, cls in METHODS.items():
+        assert cls.name == name and cls.title, f"method {name!r}: set `title`, its display name in figures and tables"
+
+
 def test_every_registered_method_has_a_full_retention_setting():
     for name in METHODS:
         assert full_retention_overrides(name, 576) is not None or name in NO_FULL_RETENTION, (

@@ -23,6 +23,7 @@ class KeepEveryOther(ScoreThenKeep):
     """Toy method: before `layer`, keep the visual tokens at even segment positions (a score, then the base keeps)."""
 
     name = "keep_every_other"
+    title = "Keep every other"
     Options = KeepEveryOtherOptions
 
     def __init__(self, options: KeepEveryOtherOptions):

@@ -32,6 +32,7 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # the display name (figures, tables)
     Options: ClassVar[type]
     has_encoder_stage: ClassVar[bool] = False
     compact_positions: bool = True
@@ -189,4 +190,5 @@ class NoPruning(Method):
     """The unpruned model (the `none` method, the 100% row of every table)."""
 
     name = "none"
+    title = "Unpruned"
     Options = NoOptions

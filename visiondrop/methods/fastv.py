@@ -55,6 +55,7 @@ def fastv_keep(budget: float, n_visual: int, n_layers: int, first_pruned: int) -
 
 class FastV(ScoreThenKeep):
     name = "fastv"
+    title = "FastV"
     Options = FastVOptions
     compact_positions = False
     score_layer_offset = -1

@@ -30,6 +30,7 @@ def pdrop_count(n0: int, ratio: float, stage: int) -> int:
 
 class PDrop(ScoreThenKeep):
     name = "pdrop"
+    title = "PyramidDrop"
     Options = PDropOptions
     selection_queries = 1
 

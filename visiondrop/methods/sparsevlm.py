@@ -62,6 +62,7 @@ def text_raters(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
 
 class SparseVLM(Method):
     name = "sparsevlm"
+    title = "SparseVLM"
     Options = SparseVLMOptions
     score_layer_offset = -1
     variant_fields = ("seed", "cluster_precision")

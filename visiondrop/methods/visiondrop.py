@@ -68,6 +68,7 @@ class VisionDropOptions:
 
 class VisionDrop(Method):
     name = "visiondrop"
+    title = "VisionDrop"
     Options = VisionDropOptions
     has_encoder_stage = True
 

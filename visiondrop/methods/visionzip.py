@@ -40,6 +40,7 @@ class VisionZipOptions:
 
 class VisionZip(Method):
     name = "visionzip"
+    title = "VisionZip"
     Options = VisionZipOptions
     has_encoder_stage = True
     variant_fields = ("fusion", "cls_softmax")

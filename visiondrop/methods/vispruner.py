@@ -67,6 +67,7 @@ def diverse_subset_batched(tokens: torch.Tensor, residual: torch.Tensor, n_keep:
 
 class VisPruner(Method):
     name = "vispruner"
+    title = "VisPruner"
     Options = VisPrunerOptions
     has_encoder_stage = True
     variant_fields = ("ties", "precision")
