@@ -159,9 +159,10 @@ def _temporal_key(key: str) -> str | None:
     return None
 
 
-def load_video_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConfig,
-                     num_frames: int = NUM_FRAMES, select_layer: int = -2) -> LanguageBindVideoTower:
-    """Build the video tower from a Video-LLaVA checkpoint's tensors (original or -hf layout, see module doc)."""
+def load_video_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConfig, num_frames: int = NUM_FRAMES,
+                     select_layer: int = -2, tower_cls: type = LanguageBindVideoTower) -> LanguageBindVideoTower:
+    """Build the video tower (a `tower_cls`, default LanguageBindVideoTower) from a Video-LLaVA checkpoint's
+    tensors (original or -hf layout, see module doc)."""
     original = _strip(state_dict, (ORIGINAL_VIDEO_PREFIX,))
     weights = original or _strip(state_dict, HF_VIDEO_PREFIXES)
     if not weights:
@@ -177,7 +178,7 @@ def load_video_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConf
     if original and not temporal:
         raise KeyError(f"{ORIGINAL_VIDEO_PREFIX}encoder.layers.*.temporal_* missing: the original layout "
                        "carries the temporal weights; re-download the checkpoint shards")
-    tower = LanguageBindVideoTower(config, num_frames, temporal=temporal, select_layer=select_layer)
+    tower = tower_cls(config, num_frames, temporal=temporal, select_layer=select_layer)
     misfit = f"video tower weights do not fit a {config.num_hidden_layers}-layer, width {config.hidden_size} tower"
     try:
         missing, unexpected = tower.load_state_dict(renamed, strict=False)
@@ -188,14 +189,15 @@ def load_video_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConf
     return tower
 
 
-def load_image_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConfig,
-                     select_layer: int = -2) -> CLIPVisionTower:
-    """The LanguageBind image tower (plain CLIP, CLS dropped: 256 tokens at 224 px) from a checkpoint's tensors."""
+def load_image_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConfig, select_layer: int = -2,
+                     tower_cls: type = CLIPVisionTower) -> CLIPVisionTower:
+    """The LanguageBind image tower (plain CLIP, CLS dropped: 256 tokens at 224 px; a `tower_cls`) from a
+    checkpoint's tensors."""
     weights = _strip(state_dict, (ORIGINAL_IMAGE_PREFIX, *HF_IMAGE_PREFIXES))
     weights.pop("embeddings.position_ids", None)
     if not weights:
         raise KeyError(f"no image tower weights: expected keys under {ORIGINAL_IMAGE_PREFIX!r} or "
                        f"{HF_IMAGE_PREFIXES[0]!r}")
-    tower = CLIPVisionTower("languagebind-image", select_layer, "patch", config=config)
+    tower = tower_cls("languagebind-image", select_layer, "patch", config=config)
     tower.vision_tower.load_state_dict(weights, strict=True)
     return tower
