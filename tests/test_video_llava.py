@@ -128,7 +128,40 @@ def test_unpruned_logits_equal_transformers_with_temporal_zeroed(tiny_video):
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def test_hf_port_layout_loads_and_is_labelled(tiny_video, tmp_path, loaded):
+def save_hf_port(model_path, out):
+    """The tiny checkpoint's weights saved by transformers' own VideoLlavaForConditionalGeneration.save_pretrained
+    (its current key layout), plus the tokenizer files; returns the folder."""
+    loaded = load_pretrained_model(str(model_path), dtype=torch.float32)[1]
+    hf_model(loaded).save_pretrained(str(out))
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy2(model_path / name, out / name)
+    return out
+
+
+def test_checkpoint_saved_by_transformers_loads_and_is_labelled(tiny_video, tmp_path):
+    """What transformers' save_pretrained writes loads (no temporal weights: labelled as the port) and gives the
+    same logits as transformers' own class on images and on videos."""
+    out = save_hf_port(tiny_video, tmp_path / "saved")
+    state = load_file(str(out / "model.safetensors"))
+    assert any(k.startswith("video_tower.") for k in state) and not any(".temporal_" in k for k in state)
+    model = load_pretrained_model(str(out), dtype=torch.float32)[1]
+    assert model.video_tower.label == HF_PORT_LABEL and not model.video_tower.temporal_steps
+    reference = VideoLlavaForConditionalGeneration.from_pretrained(str(out), dtype=torch.float32).eval()
+    vocab = model.config.vocab_size
+    ids = video_prompt([7, 8, 9])
+    videos = clips(1, seed=6)
+    hf_ids = torch.cat([ids[:3], torch.full((FRAMES * PER_FRAME,), vocab - 1), ids[3 + FRAMES:]])[None]
+    theirs = reference(input_ids=hf_ids, pixel_values_videos=videos.transpose(1, 2)).logits
+    torch.testing.assert_close(model(ids[None], images=videos), theirs, atol=1e-4, rtol=1e-4)
+    image = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(8))
+    image_ids = torch.tensor([1, 5, IMAGE_TOKEN_INDEX, 13, 7])
+    hf_image_ids = torch.cat([image_ids[:2], torch.full((256,), vocab - 2), image_ids[3:]])[None]
+    theirs = reference(input_ids=hf_image_ids, pixel_values_images=image).logits
+    torch.testing.assert_close(model(image_ids[None], images=image), theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_hub_port_layout_loads_and_is_labelled(tiny_video, tmp_path, loaded):
+    """The hub's Video-LLaVA-7B-hf shards (`video_tower.vision_model.*`, `language_model.model.*`) load."""
     state = load_file(str(tiny_video / "model.safetensors"))
     port = {}
     for key, value in state.items():

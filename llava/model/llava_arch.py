@@ -42,6 +42,12 @@ class LlavaMultimodalMixin:
         """Every tower whose output an encoder stage may reduce (LLaVA: the vision tower)."""
         return [self.get_vision_tower()]
 
+    @property
+    def tower_label(self) -> str | None:
+        """What the visual tower is, where result files must say so (Video-LLaVA: with or without its temporal
+        attention); None: the checkpoint's own tower, nothing to add."""
+        return None
+
     def tower_for(self, images: torch.Tensor) -> nn.Module:
         """The tower that encodes `images` (LLaVA: always the vision tower)."""
         return self.get_vision_tower()

@@ -93,6 +93,11 @@ class VideoLlavaMixin:
             raise RuntimeError("this model has no video tower attached: load it with load_pretrained_model()")
         return self.video_tower
 
+    @property
+    def tower_label(self) -> str:
+        """The video tower's label: LanguageBind with temporal attention, or the -hf port without it."""
+        return self.get_video_tower().label
+
     def tower_for(self, images: torch.Tensor) -> torch.nn.Module:
         """Clips [n, 3, T, H, W] go to the video tower (one unit per frame), images to the image tower."""
         return self.get_video_tower() if images.dim() == 5 else super().tower_for(images)

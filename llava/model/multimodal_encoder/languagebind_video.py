@@ -22,9 +22,9 @@ Checkpoint key layouts read by `load_video_tower` (C = tower width, i = layer):
   `post_layernorm.*`) plus per layer `encoder.layers.{i}.temporal_embedding` [1, 8, C],
   `encoder.layers.{i}.temporal_attn.{q,k,v,out}_proj.{weight,bias}` and
   `encoder.layers.{i}.temporal_layer_norm1.{weight,bias}`. `embeddings.position_ids` is ignored.
-- transformers port `Video-LLaVA-7B-hf`: `video_tower.vision_model.` (or `model.video_tower.vision_model.`) +
-  the plain CLIP keys. It has no temporal weights: the tower is built with `temporal=False` and labelled
-  "HF port (no temporal attention)".
+- transformers port `Video-LLaVA-7B-hf`: `video_tower.vision_model.` (the hub's shards) or `video_tower.`
+  (what transformers 5.x's `save_pretrained` writes) + the plain CLIP keys. It has no temporal weights: the
+  tower is built with `temporal=False` and labelled "HF port (no temporal attention)".
 
 The LanguageBind image tower (`model.image_tower.image_tower.*`, `image_tower.vision_model.*` in the port) is a
 plain CLIP ViT-L/14-224 (its config has `add_time_attn=False`; patch dropout is inactive at inference), so
@@ -43,9 +43,14 @@ from visiondrop.reduction import UnitTokens
 
 NUM_FRAMES = 8
 ORIGINAL_VIDEO_PREFIX = "model.video_tower.video_tower."
-HF_VIDEO_PREFIXES = ("video_tower.vision_model.", "model.video_tower.vision_model.")
+# The port's names, longest first: the hub's shards (`vision_model.` inside the tower), then what transformers
+# 5.x's VideoLlavaForConditionalGeneration.save_pretrained writes (`video_tower.` + the CLIP keys) and its
+# in-memory state_dict (`model.video_tower.`). The original prefix is always tried before these.
+HF_VIDEO_PREFIXES = ("video_tower.vision_model.", "model.video_tower.vision_model.", "video_tower.",
+                     "model.video_tower.")
 ORIGINAL_IMAGE_PREFIX = "model.image_tower.image_tower."
-HF_IMAGE_PREFIXES = ("image_tower.vision_model.", "model.image_tower.vision_model.")
+HF_IMAGE_PREFIXES = ("image_tower.vision_model.", "model.image_tower.vision_model.", "image_tower.",
+                     "model.image_tower.")
 TEMPORAL_NAMES = ("temporal_embedding", "temporal_attn.", "temporal_layer_norm1.")
 TEMPORAL_LABEL = "LanguageBind (temporal attention)"
 HF_PORT_LABEL = "HF port (no temporal attention)"
