@@ -59,8 +59,7 @@ def build_model(config: LlavaConfig, dtype: torch.dtype, device: str | torch.dev
                 vision_tower or "checkpoint", config.mm_vision_select_layer,
                 getattr(config, "mm_vision_select_feature", "patch"), config=tower_config(config, vision_tower))
     if state is None:  # random weights of the stated shapes (benchmarks): materialise in `dtype`, initialise
-        model = model.to(dtype=dtype).to_empty(device=device)
-        _init_random(model)
+        model = materialize_random(model, dtype, device)
     else:
         assign_weights(model, state, sources or {})
     _reset_position_ids(model, device)
@@ -104,6 +103,14 @@ def image_processor_for(tower: CLIPVisionTower, source: str | None):
         return cls.from_pretrained(source)
     side = tower.config.image_size
     return cls(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+
+
+def materialize_random(module: torch.nn.Module, dtype: torch.dtype, device: str | torch.device) -> torch.nn.Module:
+    """A module built on the meta device, materialised on `device` in `dtype` with random weights (benchmarks)."""
+    module = module.to(dtype=dtype).to_empty(device=device)
+    _init_random(module)
+    _reset_position_ids(module, device)
+    return module
 
 
 def _reset_position_ids(model: torch.nn.Module, device: str | torch.device) -> None:
