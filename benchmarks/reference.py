@@ -1,6 +1,9 @@
 """transformers' own LLaVA classes on the same weights: the reference row of the efficiency benchmark (what a
-user would otherwise run: `LlavaForConditionalGeneration` / `LlavaNextForConditionalGeneration` and its plain
-`generate`, unpruned). The parameters are shared with our model (no copy), so both rows read the same bytes."""
+user would otherwise run: `LlavaForConditionalGeneration` / `LlavaNextForConditionalGeneration` /
+`VideoLlavaForConditionalGeneration` and its plain `generate`, unpruned). The parameters are shared with our model
+(no copy), so both rows read the same bytes. transformers' Video-LLaVA has no temporal attention: its row runs our
+weights without the temporal modules (equal to our model only with them zeroed), so its video tower does less
+work than ours."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
+    VideoLlavaConfig,
+    VideoLlavaForConditionalGeneration,
 )
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
@@ -29,20 +34,25 @@ RENAMES = (("model.embed_tokens.", "model.language_model.embed_tokens."),
            ("model.vision_tower.vision_tower.", "model.vision_tower."),
            ("model.image_newline", "model.image_newline"),
            ("lm_head.", "lm_head."))
+# Video-LLaVA: the image tower is transformers' `image_tower`, the video tower's spatial part its `video_tower`.
+VIDEO_RENAMES = (("model.vision_tower.vision_tower.", "model.image_tower."),
+                 ("video_tower.vision_tower.", "model.video_tower."))
 
 
-def hf_name(name: str) -> str:
-    """transformers' name of one of our parameters."""
-    for ours, theirs in RENAMES:
+def hf_name(name: str, video: bool = False) -> str:
+    """transformers' name of one of our parameters (`video`: in its Video-LLaVA class)."""
+    for ours, theirs in (*VIDEO_RENAMES, *RENAMES) if video else RENAMES:
         if name.startswith(ours):
             return theirs + name[len(ours):]
     raise KeyError(f"no transformers counterpart for parameter {name}")
 
 
 def reference_model(model):
-    """transformers' LLaVA (NeXT for anyres models) over the very tensors of `model` (unpruned, same attention
-    backend); the image token is the last vocabulary id."""
+    """transformers' LLaVA (NeXT for anyres models; Video-LLaVA, without the temporal modules, for Video-LLaVA)
+    over the very tensors of `model` (unpruned, same attention backend); the image token is the last vocabulary
+    id (Video-LLaVA: the video token, the image token the one before)."""
     cfg, tower = model.config, model.get_vision_tower()
+    video = getattr(model, "video_tower", None) is not None
     if cfg.mm_projector_type != "mlp2x_gelu":
         raise ValueError(f"the transformers reference needs an mlp2x_gelu projector, not {cfg.mm_projector_type}")
     text = {k: getattr(cfg, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -53,7 +63,10 @@ def reference_model(model):
                   projector_hidden_act="gelu", vision_feature_layer=tower.select_layer,
                   vision_feature_select_strategy="default" if tower.select_feature == "patch" else "full",
                   tie_word_embeddings=False)
-    if is_anyres(cfg):
+    if video:
+        hf_cfg, cls = VideoLlavaConfig(**{**common, "image_token_index": cfg.vocab_size - 2},
+                                       video_token_index=cfg.vocab_size - 1), VideoLlavaForConditionalGeneration
+    elif is_anyres(cfg):
         hf_cfg, cls = LlavaNextConfig(image_grid_pinpoints=cfg.image_grid_pinpoints, **common), \
             LlavaNextForConditionalGeneration
     else:
@@ -63,8 +76,8 @@ def reference_model(model):
         sub._attn_implementation = model.model.attn_implementation
     with torch.device("meta"):
         hf = cls(hf_cfg)
-    weights = {hf_name(n): p for n, p in model.named_parameters() if not n.startswith("model.image_newline")
-               or is_anyres(cfg)}
+    weights = {hf_name(n, video): p for n, p in model.named_parameters()
+               if (not n.startswith("model.image_newline") or is_anyres(cfg)) and ".temporal_steps." not in n}
     missing, unexpected = hf.load_state_dict(weights, strict=False, assign=True)
     if unexpected or [n for n in missing if "image_newline" not in n]:
         raise ValueError(f"transformers reference: missing {missing[:3]}, unexpected {unexpected[:3]}")
@@ -82,10 +95,15 @@ def reference_model(model):
 def reference_inputs(hf, input_ids: torch.Tensor, images, image_sizes=None) -> dict:
     """Our benchmark batch as transformers' `generate` takes it: the placeholder expanded to one image token per
     visual token (NeXT: the count its own anyres layout gives), pixel values (NeXT: [B, crops, 3, S, S])."""
-    token = hf.config.image_token_index
-    if isinstance(images, torch.Tensor):
+    token, key = hf.config.image_token_index, "pixel_values"
+    side = hf.config.vision_config.image_size // hf.config.vision_config.patch_size
+    if isinstance(images, torch.Tensor) and images.dim() == 5:  # Video-LLaVA clips: every frame's tokens, CLS kept
+        token, key = hf.config.video_token_index, "pixel_values_videos"
+        pixels, sizes = images.transpose(1, 2), None
+        n_visual = images.shape[2] * (side ** 2 + 1)
+    elif isinstance(images, torch.Tensor):
         pixels, sizes = images, None
-        n_visual = (hf.config.vision_config.image_size // hf.config.vision_config.patch_size) ** 2
+        n_visual = side ** 2
     else:
         pixels, sizes = torch.stack(list(images)), torch.tensor(image_sizes, device=input_ids.device).flip(-1)
         with torch.no_grad():
@@ -95,9 +113,9 @@ def reference_inputs(hf, input_ids: torch.Tensor, images, image_sizes=None) -> d
     rows = []
     for ids in input_ids:
         ids = ids.masked_fill(ids == token, 3)
-        at = int((ids == IMAGE_TOKEN_INDEX).nonzero()[0])
-        rows.append(torch.cat([ids[:at], ids.new_full((n_visual,), token), ids[at + 1:]]))
-    batch = {"input_ids": torch.stack(rows), "pixel_values": pixels.to(hf.dtype)}
+        at = (ids == IMAGE_TOKEN_INDEX).nonzero()[:, 0]  # one placeholder (Video-LLaVA: one per frame, adjacent)
+        rows.append(torch.cat([ids[:at[0]], ids.new_full((n_visual,), token), ids[at[-1] + 1:]]))
+    batch = {"input_ids": torch.stack(rows), key: pixels.to(hf.dtype)}
     batch["attention_mask"] = torch.ones_like(batch["input_ids"])
     if sizes is not None:
         batch["image_sizes"] = sizes
@@ -145,7 +163,8 @@ def measure_reference(hf, batch: dict, points: list[int], warmup: int, repeats: 
     if max(points) > 1:
         per = (last["median"] - first["median"]) / (max(points) - 1)
         decode = {"median": per, "p10": per, "p90": per, "n": last["n"]}  # from medians: no spread
-    n_visual = int((batch["input_ids"][0] == hf.config.image_token_index).sum())
+    token = hf.config.video_token_index if "pixel_values_videos" in batch else hf.config.image_token_index
+    n_visual = int((batch["input_ids"][0] == token).sum())
     return {"latency_ms": {"vit": None, "select": None, "prefill": None, "ttft": first if min(points) == 1 else None,
                            "decode_per_token": decode, "e2e": e2e},
             "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None, "n_visual": n_visual}

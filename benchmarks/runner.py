@@ -24,8 +24,9 @@ NEXT_IMAGE_SIZE = (672, 672)
 
 @dataclass
 class BenchInputs:
-    """A fixed batch: `text_tokens` random ids per row around one image placeholder, and random pixels
-    ([B, 3, S, S]; for anyres one [1 + g, 3, S, S] crop stack per row, with the original `image_sizes`)."""
+    """A fixed batch: `text_tokens` random ids per row around one image placeholder (Video-LLaVA: one per frame),
+    and random pixels ([B, 3, S, S]; for anyres one [1 + g, 3, S, S] crop stack per row, with the original
+    `image_sizes`; for Video-LLaVA clips [B, 3, T, S, S])."""
 
     input_ids: torch.Tensor
     images: torch.Tensor | list[torch.Tensor]
@@ -37,8 +38,15 @@ class BenchInputs:
 
     @property
     def n_crops(self) -> int:
-        """Sub-images per sample that go through the vision tower."""
-        return 1 if isinstance(self.images, torch.Tensor) else self.images[0].shape[0]
+        """Sub-images (Video-LLaVA: frames) per sample that go through the vision tower."""
+        if isinstance(self.images, torch.Tensor):
+            return self.images.shape[2] if self.images.dim() == 5 else 1
+        return self.images[0].shape[0]
+
+
+def sample_tower(model):
+    """The tower that encodes the benchmark's samples: Video-LLaVA's video tower (clips), else the vision tower."""
+    return getattr(model, "video_tower", None) or model.get_vision_tower()
 
 
 def anyres_crops(config, image_size: tuple[int, int], side: int) -> int:
@@ -49,14 +57,19 @@ def anyres_crops(config, image_size: tuple[int, int], side: int) -> int:
 
 def make_inputs(model, batch: int, text_tokens: int, image_position: int = 35, seed: int = 0) -> BenchInputs:
     """Identical rows (no padding): `image_position` text ids, the placeholder, the remaining text ids.
-    An anyres (NeXT) model gets one 672x672 image per row: its 5 sub-images as random pixels."""
+    An anyres (NeXT) model gets one 672x672 image per row: its 5 sub-images as random pixels; Video-LLaVA one
+    clip of its tower's frames (8 adjacent placeholders)."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, model.config.vocab_size, (text_tokens,), generator=g)
     cut = min(image_position, text_tokens)
-    row = torch.cat([ids[:cut], torch.tensor([IMAGE_TOKEN_INDEX]), ids[cut:]])
+    tower = sample_tower(model)
+    frames = getattr(tower, "num_frames", None)
+    row = torch.cat([ids[:cut], torch.full((frames or 1,), IMAGE_TOKEN_INDEX), ids[cut:]])
     input_ids = row.expand(batch, -1).to(model.device).contiguous()
-    tower = model.get_vision_tower()
     size = tower.config.image_size
+    if frames:
+        clip = torch.randn(1, 3, frames, size, size, generator=g)
+        return BenchInputs(input_ids, clip.expand(batch, -1, -1, -1, -1).to(model.device, tower.dtype).contiguous())
     if getattr(model.config, "image_aspect_ratio", None) == "anyres":
         n_sub = anyres_crops(model.config, NEXT_IMAGE_SIZE, size)
         crops = torch.randn(n_sub, 3, size, size, generator=g).to(model.device, tower.dtype)

@@ -23,6 +23,11 @@ sample, i.e. a 2x2 grid, 5 sub-images through the ViT; `--merge-type flat` (defa
 visual tokens, the literature's nominal count) or `spatial_unpad` (stock v1.6: 2928 with the newlines). Configs
 must target the same model (`model:` in the YAML). FLOPs count the ViT per sub-image and the projector over the
 tokens actually projected.
+
+Video-LLaVA (`--random-weights video-llava-7b`, `tiny-video-llava-7b`, or a Video-LLaVA checkpoint): one clip of 8
+224x224 frames per sample (8 x 257 = 2056 visual tokens unpruned, `configs/none/video_llava.yaml` the reference);
+FLOPs count the video tower per frame with its temporal attention. The transformers row is
+`VideoLlavaForConditionalGeneration` on the same weights without the temporal modules (it has none).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -63,6 +69,7 @@ from benchmarks.runner import (  # noqa: E402
     make_inputs,
     measure,
     run_trial,
+    sample_tower,
 )
 from llava.model.decoding import fast_path_applies  # noqa: E402
 from llava.model.random_weights import MERGE_TYPES, NEXT_SHAPES, SHAPES, is_anyres, shapes, table_model  # noqa: E402
@@ -71,7 +78,8 @@ from visiondrop.flops import from_configs  # noqa: E402
 from visiondrop.timing import SectionTimer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCES = {"llava-v1.5-7b": "configs/none/llava15.yaml", "llava-next-7b": "configs/none/llava_next.yaml"}
+REFERENCES = {"llava-v1.5-7b": "configs/none/llava15.yaml", "llava-next-7b": "configs/none/llava_next.yaml",
+              "video-llava-7b": "configs/none/video_llava.yaml"}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 GQA_TOKENS = 4  # "GQA-style" short answer: one prefill + 3 decoded tokens
 MODES = {True: "CUDA graphs (ViT, prefill segments, decode; the default path)", False: "eager"}
@@ -138,9 +146,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def model_family(args: argparse.Namespace) -> str:
     """The `model:` the configs must target (a model table name): the random-weights shape's (a tiny variant:
-    its table entry's); for a checkpoint llava-next-7b where anyres, else llava-v1.5-7b."""
+    its table entry's); for a checkpoint video-llava-7b for Video-LLaVA, llava-next-7b where anyres, else
+    llava-v1.5-7b."""
+    from llava.model.language_model.video_llava import is_video_llava
+
     if args.random_weights:
         return table_model(args.random_weights)
+    if is_video_llava(args.model_path):
+        return "video-llava-7b"
     path = Path(args.model_path) / "config.json"
     fields = json.loads(path.read_text()) if path.is_file() else {}
     return "llava-next-7b" if fields.get("image_aspect_ratio") == "anyres" else "llava-v1.5-7b"
@@ -156,12 +169,12 @@ def load_model(args: argparse.Namespace):
         return random_llava(args.random_weights, dtype, args.device, args.attn, vision_dtype,
                             merge_type=args.merge_type)
     from llava.model.builder import load_pretrained_model
-    from llava.model.visiondrop_llava import PruningCLIPVisionTower, VisionDropLlavaForCausalLM
+    from llava.model.visiondrop_llava import PruningCLIPVisionTower, PruningVideoTower, VisionDropLlavaForCausalLM
 
     _, model, _, _ = load_pretrained_model(
         args.model_path, device=args.device, dtype=dtype, attn_implementation=args.attn,
         vision_tower=args.vision_tower, vision_dtype=vision_dtype, tower_cls=PruningCLIPVisionTower,
-        model_cls=VisionDropLlavaForCausalLM)
+        model_cls=VisionDropLlavaForCausalLM, video_tower_cls=PruningVideoTower)
     if args.merge_type:
         if not is_anyres(model.config):
             raise ValueError(f"--merge-type: {args.model_path} is not an anyres (LLaVA-NeXT) checkpoint")
@@ -222,7 +235,10 @@ def _driver_version() -> str | None:
 
 def image_description(model) -> str:
     """The image each sample carries, as the report states it."""
-    side = model.get_vision_tower().config.image_size
+    tower = sample_tower(model)
+    side = tower.config.image_size
+    if hasattr(tower, "num_frames"):
+        return f"one clip of {tower.num_frames} {side}x{side} frames, video tower: {tower.label}"
     if not is_anyres(model.config):
         return f"one {side}x{side} view"
     w, h = NEXT_IMAGE_SIZE
@@ -242,8 +258,10 @@ class Bench:
         max_repeats = self.plan.repeats if args.max_repeats is None else args.max_repeats
         self.max_plan = Plan(self.plan.points, self.plan.warmup if args.max_warmup is None else args.max_warmup,
                              max_repeats, min(self.plan.decode_repeats, max_repeats))
-        tower = model.get_vision_tower()
-        self.shapes = from_configs(model.config, tower.config, model.config.mm_projector_type)
+        tower = sample_tower(model)
+        frames = tower.num_frames if getattr(tower, "temporal", False) else 0  # Video-LLaVA's temporal attention
+        self.shapes = from_configs(model.config, tower.config, model.config.mm_projector_type, frames)
+        self.unit_tokens = getattr(tower, "tokens_per_frame", None) or tower.num_patches  # projected per unit
         self.known_fit: dict[str, int] = {}
         self.hf = None  # transformers' reference model, built on first use (shares our tensors)
         read_per_step = [model.model.layers, model.model.norm, model.lm_head]
@@ -355,10 +373,12 @@ class Bench:
         n = result.pop("n_visual")
         bytes_per_elem = torch.empty(0, dtype=self.model.dtype).element_size()
         none = load_config(REPO / REFERENCES[model_family(self.args)])
-        result.update(analytic(self.shapes, none, self.args.text_tokens, [n] * n_layers, int(batch_label),
-                               bytes_per_elem, inputs.n_crops, inputs.n_crops * self.model.get_vision_tower()
-                               .num_patches))
-        return self.finish({**base, "status": "ok", "batch": int(batch_label), "visual_per_layer": [n] * n_layers,
+        llm, vision, projector = self.shapes  # transformers' Video-LLaVA tower has no temporal attention
+        result.update(analytic((llm, replace(vision, frames=0), projector), none, self.args.text_tokens,
+                               [n] * n_layers, int(batch_label), bytes_per_elem, inputs.n_crops,
+                               inputs.n_crops * self.unit_tokens))
+        return self.finish({**base, "status": "ok", "batch": int(batch_label), "n_crops": inputs.n_crops,
+                            "visual_per_layer": [n] * n_layers,
                             "average_visual_tokens": float(n), "kv_allocated_bytes": None, **result})
 
     def graph_cells(self) -> None:

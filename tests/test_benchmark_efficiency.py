@@ -266,3 +266,77 @@ def test_next_spatial_unpad_counts_2928_and_configs_must_match_the_model():
     assert batch.visual_len.tolist() == [2928] and hasattr(model.model, "image_newline")
     with pytest.raises(ValueError, match="targets llava-v1.5-7b"):
         _script().load_configs([str(VD64)], "llava-next-7b")
+
+
+# ---- Video-LLaVA (tiny-video-llava-7b: one clip of 8 frames x 257 tokens, temporal attention in the tower) -------
+
+VIDEO_COUNTS = {"none/video_llava": [2056] * 32,
+                "visiondrop/video_llava_256": [768] * 8 + [112] * 8 + [83] * 8 + [61] * 8,
+                "fastv/video_llava_256": [2056] * 2 + [136] * 30,
+                "visionzip/video_llava_256": [256] * 32}
+VIDEO_PROJECTED = {"none/video_llava": 2056, "visiondrop/video_llava_256": 768, "fastv/video_llava_256": 2056,
+                   "visionzip/video_llava_256": 256}
+TINY_VIDEO_VIT = VisionShape(layers=24, width=32, ffn=64, tokens=257)  # spatial part; temporal written out below
+
+
+@pytest.fixture(scope="module")
+def video_outputs(tmp_path_factory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("efficiency_video")
+    configs = [str(REPO / "configs" / f"{c}.yaml") for c in list(VIDEO_COUNTS)[1:]]
+    record = run_benchmark(out, "--random-weights", "tiny-video-llava-7b", "--configs", *configs,
+                           "--batch-sizes", "1", "--repeats", "1", "--warmup", "0")
+    return record, (out / "efficiency.md").read_text()
+
+
+def test_video_cells_follow_the_measured_counts(video_outputs):
+    record, md = video_outputs
+    cells = _results(record)
+    assert record["reference"] == "none/video_llava"
+    assert set(cells) == {(c, "1") for c in [*VIDEO_COUNTS, "transformers"]}
+    assert all(r["status"] == "ok" for r in cells.values())
+    assert "one clip of 8 224x224 frames, video tower: LanguageBind (temporal attention)" in md
+    for config, counts in VIDEO_COUNTS.items():
+        r = cells[(config, "1")]
+        assert r["visual_per_layer"] == counts and r["average_visual_tokens"] == (2056 if config == "none/video_llava"
+                                                                                  else 256)
+        assert r["n_crops"] == 8 and r["projected_tokens"] == VIDEO_PROJECTED[config]
+        analytic = kv_cache_bytes(TINY_LLM, [TEXT + n for n in counts], 1, bytes_per_elem=4)
+        assert r["kv_allocated_bytes"] == analytic == r["kv_analytic_bytes"]
+    assert cells[("transformers", "1")]["visual_per_layer"] == [2056] * 32
+
+
+def test_video_tower_flops_count_the_temporal_attention(video_outputs):
+    """8 frames through the tower; each of its 24 layers adds, per frame, q/k/v/o over 257 tokens and attention
+    across the 8 frames. transformers' Video-LLaVA (no temporal modules) is counted without it."""
+    record, _ = video_outputs
+    cells = _results(record)
+    spatial = flops_report(TINY_LLM, TINY_VIDEO_VIT, TINY_PROJ, TEXT, [2056] * 32, n_crops=8)["vision"]
+    temporal = 2.0 * 8 * 24 * (4 * 257 * 32 * 32 + 2 * 257 * 8 * 32)
+    for config in VIDEO_COUNTS:
+        assert cells[(config, "1")]["flops_per_sample"]["vision"] == pytest.approx(spatial + temporal, rel=1e-12)
+    assert cells[("transformers", "1")]["flops_per_sample"]["vision"] == pytest.approx(spatial, rel=1e-12)
+
+
+def test_video_reference_model_equals_ours_with_temporal_zeroed():
+    """transformers' VideoLlavaForConditionalGeneration over our tensors (shared) gives our unpruned logits once
+    our temporal modules are zeroed (the only case it can represent)."""
+    from benchmarks.reference import reference_inputs, reference_model
+
+    model = random_llava("tiny-video-llava-7b", torch.float32, "cpu")
+    model.set_pruning(load_config(REPO / "configs" / "none" / "video_llava.yaml"))
+    inputs = make_inputs(model, 1, TEXT)
+    assert inputs.images.shape == (1, 3, 8, 224, 224) and inputs.n_crops == 8
+    hf = reference_model(model)
+    tower = model.video_tower.vision_tower
+    assert hf.model.video_tower.embeddings.patch_embedding.weight.data_ptr() == \
+        tower.embeddings.patch_embedding.weight.data_ptr()
+    batch = reference_inputs(hf, inputs.input_ids, inputs.images)
+    assert batch["input_ids"].shape[1] == TEXT + 8 * 257
+    with torch.no_grad():
+        for step in model.video_tower.temporal_steps:
+            step.temporal_embedding.zero_()
+            step.temporal_attn.out_proj.weight.zero_()
+            step.temporal_attn.out_proj.bias.zero_()
+        theirs = hf(**batch).logits
+    ours = model(inputs.input_ids, images=inputs.images)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

@@ -1,5 +1,6 @@
 """The method contract: every registered method (visiondrop.methods.METHODS) on every shipped config (LLaVA-1.5
-configs on the tiny 1.5 model, `llava_next_*` configs on the tiny NeXT model) keeps five properties:
+configs on the tiny 1.5 model, `llava_next_*` configs on the tiny NeXT model, `video_llava*` configs on the tiny
+Video-LLaVA with two 8-frame clips) keeps five properties:
 
   a. counts = schedule: the measured visual tokens per layer are the method's expected counts, per sample;
   b. cached = recomputed: cached greedy decoding gives the logits of a full pruned forward over prompt + tokens;
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TEST_DEVICE, TEST_DTYPE, assert_close, encode_prompt, right_pad, stand_in_image, stand_in_picture
-from fingerprints import is_next, shipped_configs
+from fingerprints import is_next, is_video, shipped_configs, video_configs
 
 from visiondrop.config import load_config
 from visiondrop.methods import METHODS
@@ -28,7 +29,7 @@ from visiondrop.methods.replay import Replay
 from visiondrop.models import Geometry
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SHIPPED = shipped_configs()
+SHIPPED = shipped_configs() + video_configs()
 NEW_TOKENS = 3
 
 
@@ -99,6 +100,7 @@ class Family:
 
 QUESTIONS = ("<image>\nWhat is on the table next to the red cup?", "<image>\nIs it sunny?")
 NEXT_SIZES = ((640, 480), (336, 336))  # a 2x2 grid (5 tower views) and a 1x2 grid (3 views)
+FRAMES = 8  # Video-LLaVA: one placeholder per frame, clips [1, 3, 8, 224, 224]
 
 
 def load(path: Path, attn: str):
@@ -109,26 +111,42 @@ def load(path: Path, attn: str):
     return tokenizer, model
 
 
-def family_inputs(tokenizer, model, next_model: bool) -> list[tuple]:
-    """(ids, images, image_sizes) of the two samples: different prompts; on NeXT also different grids."""
+def stand_in_clip(seed: int) -> torch.Tensor:
+    """A deterministic random clip [1, 3, 8, 224, 224] (a stand-in for 8 preprocessed frames)."""
+    return torch.randn(1, 3, FRAMES, 224, 224, generator=torch.Generator().manual_seed(seed))
+
+
+def family_inputs(tokenizer, model, family: str) -> list[tuple]:
+    """(ids, images, image_sizes) of the two samples: different prompts and images; on NeXT also different grids,
+    on Video-LLaVA 8 frame placeholders and a clip each."""
     from llava.mm_utils import preprocess_images
 
+    if family == "video":
+        prompts = [encode_prompt(tokenizer, q.replace("<image>", "<image>" * FRAMES)) for q in QUESTIONS]
+        return [(ids, stand_in_clip(40 + i), None) for i, ids in enumerate(prompts)]
     prompts = [encode_prompt(tokenizer, q) for q in QUESTIONS]
-    if not next_model:
+    if family == "llava15":
         return [(ids, stand_in_image(40 + i), None) for i, ids in enumerate(prompts)]
     pictures = [stand_in_picture(*size, seed=40 + i) for i, size in enumerate(NEXT_SIZES)]
     stacks = preprocess_images(pictures, "anyres", 336, model.config.image_grid_pinpoints)
     return [(ids, [stack], [size]) for ids, stack, size in zip(prompts, stacks, NEXT_SIZES)]
 
 
-@cache
-def build_family(root: Path, next_model: bool) -> Family:
-    from llava.model.tiny import tiny_llava_next_path
+def config_family(config: str) -> str:
+    """Which tiny model a shipped config runs on: "next", "video" or "llava15"."""
+    return "next" if is_next(config) else "video" if is_video(config) else "llava15"
 
-    path = tiny_llava_next_path(root.parent) if next_model else root
+
+@cache
+def build_family(root: Path, family: str) -> Family:
+    from llava.model.tiny import tiny_llava_next_path
+    from llava.model.tiny_video import tiny_video_llava_path
+
+    path = {"next": tiny_llava_next_path(root.parent), "video": tiny_video_llava_path(root.parent),
+            "llava15": root}[family]
     (tokenizer, model), (_, eager) = load(path, "sdpa"), load(path, "eager")
     samples = []
-    for ids, images, sizes in family_inputs(tokenizer, model, next_model):
+    for ids, images, sizes in family_inputs(tokenizer, model, family):
         spliced = model.prepare_multimodal_batch(ids[None], images=images, image_sizes=sizes)
         samples.append(Sample(ids, images, sizes, int(spliced.visual_len[0]), int(spliced.visual_units[0])))
     first = samples[0]
@@ -139,7 +157,7 @@ def build_family(root: Path, next_model: bool) -> Family:
 @pytest.fixture(scope="module")
 def families(tiny_path):
     """family(config) -> the Family its model runs on (each loaded once per module, on first use)."""
-    yield lambda config: build_family(tiny_path, is_next(config))
+    yield lambda config: build_family(tiny_path, config_family(config))
     build_family.cache_clear()
 
 

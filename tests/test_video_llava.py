@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,7 +128,40 @@ def test_unpruned_logits_equal_transformers_with_temporal_zeroed(tiny_video):
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def test_hf_port_layout_loads_and_is_labelled(tiny_video, tmp_path, loaded):
+def save_hf_port(model_path, out):
+    """The tiny checkpoint's weights saved by transformers' own VideoLlavaForConditionalGeneration.save_pretrained
+    (its current key layout), plus the tokenizer files; returns the folder."""
+    loaded = load_pretrained_model(str(model_path), dtype=torch.float32)[1]
+    hf_model(loaded).save_pretrained(str(out))
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy2(model_path / name, out / name)
+    return out
+
+
+def test_checkpoint_saved_by_transformers_loads_and_is_labelled(tiny_video, tmp_path):
+    """What transformers' save_pretrained writes loads (no temporal weights: labelled as the port) and gives the
+    same logits as transformers' own class on images and on videos."""
+    out = save_hf_port(tiny_video, tmp_path / "saved")
+    state = load_file(str(out / "model.safetensors"))
+    assert any(k.startswith("video_tower.") for k in state) and not any(".temporal_" in k for k in state)
+    model = load_pretrained_model(str(out), dtype=torch.float32)[1]
+    assert model.video_tower.label == HF_PORT_LABEL and not model.video_tower.temporal_steps
+    reference = VideoLlavaForConditionalGeneration.from_pretrained(str(out), dtype=torch.float32).eval()
+    vocab = model.config.vocab_size
+    ids = video_prompt([7, 8, 9])
+    videos = clips(1, seed=6)
+    hf_ids = torch.cat([ids[:3], torch.full((FRAMES * PER_FRAME,), vocab - 1), ids[3 + FRAMES:]])[None]
+    theirs = reference(input_ids=hf_ids, pixel_values_videos=videos.transpose(1, 2)).logits
+    torch.testing.assert_close(model(ids[None], images=videos), theirs, atol=1e-4, rtol=1e-4)
+    image = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(8))
+    image_ids = torch.tensor([1, 5, IMAGE_TOKEN_INDEX, 13, 7])
+    hf_image_ids = torch.cat([image_ids[:2], torch.full((256,), vocab - 2), image_ids[3:]])[None]
+    theirs = reference(input_ids=hf_image_ids, pixel_values_images=image).logits
+    torch.testing.assert_close(model(image_ids[None], images=image), theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_hub_port_layout_loads_and_is_labelled(tiny_video, tmp_path, loaded):
+    """The hub's Video-LLaVA-7B-hf shards (`video_tower.vision_model.*`, `language_model.model.*`) load."""
     state = load_file(str(tiny_video / "model.safetensors"))
     port = {}
     for key, value in state.items():
@@ -160,14 +194,76 @@ def test_hf_port_layout_loads_and_is_labelled(tiny_video, tmp_path, loaded):
     torch.testing.assert_close(model(ids, images=image), loaded(ids, images=image))
 
 
-@pytest.mark.parametrize("config, average", [("configs/none/video_llava.yaml", 2056.0),
-                                             ("configs/fastv/video_llava_256.yaml", 256.0)])
-def test_shipped_configs_measure_their_budget(tiny_video, config, average):
-    from pathlib import Path
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
+
+def pruned(tiny_video, config: str):
     from llava.model.visiondrop_llava import load_model_for_eval
 
-    path = Path(__file__).resolve().parents[1] / config
-    model = load_model_for_eval(str(tiny_video), str(path), dtype=torch.float32)[1]
+    return load_model_for_eval(str(tiny_video), str(CONFIGS / config), dtype=torch.float32)[1]
+
+
+@pytest.mark.parametrize("config, first, average", [("none/video_llava.yaml", 2056, 2056.0),
+                                                    ("fastv/video_llava_256.yaml", 2056, 256.0),
+                                                    ("visionzip/video_llava_256.yaml", 256, 256.0),
+                                                    ("visiondrop/video_llava_256.yaml", 3 * 256, 256.0)])
+def test_shipped_configs_measure_their_budget(tiny_video, config, first, average):
+    """The tiny model has the real geometry (8 x 257, 32 layers): every config averages its budget, VisionDrop's
+    encoder stage hands the LLM 3x the budget (the paper's video rule)."""
+    model = pruned(tiny_video, config)
     model(video_prompt([7, 8])[None], images=clips(1))
+    assert model.last_stats.visual_per_layer[0].tolist() == [first]
     assert model.last_stats.average_visual_tokens == [average]
+
+
+@pytest.mark.parametrize("config, per_frame", [("visiondrop/video_llava_256.yaml", (84, 12)),
+                                               ("visionzip/video_llava_256.yaml", (27, 5))])
+def test_encoder_stage_runs_per_frame_on_the_spatial_cls_attention(tiny_video, config, per_frame):
+    """Each frame is one unit: it keeps its CLS + the top patches of its own CLS attention in the selected layer
+    (spatial attention, on that layer's input after its temporal step), then contextual tokens."""
+    from llava.model.multimodal_encoder.clip_encoder import CLIPLayerView, selected_layer_index
+
+    model = pruned(tiny_video, config)
+    videos = clips(1, seed=7)
+    model(video_prompt([7, 8])[None], images=videos)
+    kept = model.last_stats.stage_origins[0][0].view(FRAMES, -1)
+    dominant, contextual = per_frame
+    assert kept.shape[1] == dominant + contextual
+    tower = model.video_tower
+    layer_input, _ = tower.selected_states(videos)
+    layer = tower.vision_tower.encoder.layers[selected_layer_index(tower.config.num_hidden_layers, -2) - 1]
+    scores = CLIPLayerView(layer).cls_attention(layer_input)[0].sum(dim=1)[:, 1:]
+    for f in range(FRAMES):
+        local = kept[f] - f * PER_FRAME
+        assert local.min() >= -1 and local.max() < PER_FRAME - 1, f"frame {f} keeps another frame's tokens"
+        top = torch.topk(scores[f], dominant - 1).indices.sort().values
+        assert local[:dominant].tolist() == [-1, *top.tolist()], f"frame {f}"
+    assert len({tuple((kept[f] - f * PER_FRAME).tolist()) for f in range(FRAMES)}) > 1  # frames choose apart
+
+
+def test_visiondrop_keeps_the_same_tokens_whatever_the_question(tiny_video):
+    """VisionDrop scores visual tokens by visual queries only: another question keeps the same tokens at every
+    stage (FastV, scoring with the last text token, does not)."""
+    videos = clips(1, seed=9)
+    questions = [video_prompt([7, 8, 9]), video_prompt([21, 22, 23, 24, 25])]
+    for config, same in (("visiondrop/video_llava_256.yaml", True), ("fastv/video_llava_256.yaml", False)):
+        model = pruned(tiny_video, config)
+        kept = []
+        for ids in questions:
+            model(ids[None], images=videos)
+            kept.append([o[0].tolist() for o in model.last_stats.stage_origins])
+        assert len(kept[0]) > 1
+        assert (kept[0] == kept[1]) == same, config
+
+
+def test_image_tower_keeps_working_under_pruning(tiny_video, loaded):
+    """Images go through the (pruning-aware) image tower: unpruned they equal the plain model; an encoder stage
+    reduces an image as one unit (VisionZip: 27 + 5 of CLS + 256 patches)."""
+    ids = torch.tensor([[1, 5, IMAGE_TOKEN_INDEX, 13, 7]])
+    image = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    unpruned = pruned(tiny_video, "none/video_llava.yaml")
+    torch.testing.assert_close(unpruned(ids, images=image), loaded(ids, images=image))
+    model = pruned(tiny_video, "visionzip/video_llava_256.yaml")
+    model(ids, images=image)
+    assert model.last_stats.visual_per_layer[:, 0].tolist() == [32] * 32
+    assert model.last_stats.stage_origins[0][0][0] == -1

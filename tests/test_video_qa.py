@@ -10,6 +10,7 @@ av = pytest.importorskip("av")
 np = pytest.importorskip("numpy")
 
 from llava.eval.model_video_qa import main  # noqa: E402
+from llava.model.multimodal_encoder.languagebind_video import HF_PORT_LABEL, TEMPORAL_LABEL  # noqa: E402
 from llava.model.tiny_video import tiny_video_llava_path  # noqa: E402
 
 
@@ -38,10 +39,10 @@ def qa_set(tmp_path_factory):
     return root, tiny_video_llava_path(tmp_path_factory.mktemp("video-cache"))
 
 
-def argv(root, model, out, *extra):
+def argv(root, model, out, *extra, name="1_0"):
     return ["--model_path", str(model), "--video_dir", str(root / "videos"), "--gt_file_question",
             str(root / "test_q.json"), "--gt_file_answers", str(root / "test_a.json"), "--output_dir", str(out),
-            "--output_name", "1_0", "--max_new_tokens", "3", "--dtype", "float32", "--device", "cpu", *extra]
+            "--output_name", name, "--max_new_tokens", "3", "--dtype", "float32", "--device", "cpu", *extra]
 
 
 def test_answers_every_pair_and_resumes(qa_set, tmp_path):
@@ -101,6 +102,54 @@ def test_msvd_script_end_to_end_with_a_local_judge(qa_set, tmp_path):
     assert sorted(judge.requests) == ["no-2", "yes-4", "yes-5"]
     assert "fake-judge" in json.dumps(result)
     assert result["accuracy"] == pytest.approx(200 / 3) and result["score"] == pytest.approx(11 / 3)
+    assert result["method"] == "none" and result["config_file"].endswith("configs/none/video_llava.yaml")
+    assert len(result["config_hash"]) >= 8 and result["config"]["method"] == "none"
+    assert result["visual_tokens_per_layer"] == [8 * 257] * 32 and result["samples_with_image"] == 3
+    assert result["tower"] == TEMPORAL_LABEL
+
+
+def test_run_record_carries_the_port_label_and_the_pruned_counts(qa_set, tmp_path):
+    """The answers' run record names the tower (-hf port: no temporal attention) and the result fields carry the
+    method's measured per-layer counts."""
+    from pathlib import Path
+
+    from llava.eval.record import build_extra
+
+    root, model = qa_set
+    config = Path(__file__).resolve().parents[1] / "configs" / "visiondrop" / "video_llava_256.yaml"
+    assert main(argv(root, model, tmp_path, "--limit", "1", "--config", str(config))) == 0
+    extra = build_extra(tmp_path / "1_0.json")
+    assert extra["method"] == "visiondrop" and extra["config_file"] == str(config)
+    assert extra["visual_tokens_per_layer"] == [768] * 8 + [112] * 8 + [83] * 8 + [61] * 8
+    assert extra["visual_tokens_mean"] == 256 and extra["tower"] == TEMPORAL_LABEL
+    from test_video_llava import save_hf_port
+
+    port = save_hf_port(model, tmp_path / "port")
+    assert main(argv(root, port, tmp_path / "hf", "--limit", "1")) == 0
+    assert build_extra(tmp_path / "hf" / "1_0.json")["tower"] == HF_PORT_LABEL
+
+
+def test_merging_video_chunks_refuses_missing_and_duplicated_ids(qa_set, tmp_path, capsys):
+    from llava.eval.merge_chunks import main as merge
+
+    root, model = qa_set
+    for k in range(2):
+        assert main(argv(root, model, tmp_path, "--num_chunks", "2", "--chunk_idx", str(k), name=f"2_{k}")) == 0
+    args = ["--chunk-dir", str(tmp_path), "--num-chunks", "2", "--question-file", str(root / "test_q.json"),
+            "--format", "video"]
+    capsys.readouterr()
+    assert merge(args) == 0
+    merged = [json.loads(x)["question_id"] for x in (tmp_path / "merge.jsonl").read_text().splitlines()]
+    assert merged == ["q0", "q1", "q2"]
+    first = (tmp_path / "2_0.json").read_text()
+    (tmp_path / "2_0.json").write_text(first + first.splitlines()[0] + "\n")
+    assert merge(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "duplicated answers for question_id q0" in err
+    (tmp_path / "2_1.json").write_text("")
+    assert merge(args) == 2
+    assert "question(s) without an answer: question_id q2" in capsys.readouterr().err
+    assert merge([*args, "--limit", "1"]) == 2  # q0 twice, q1 / q2 not among the first one
 
 
 def test_table_3_lists_acc_and_score_per_dataset_and_their_averages(tmp_path, capsys):

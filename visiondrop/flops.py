@@ -35,13 +35,15 @@ class LLMShape:
 
 @dataclass(frozen=True)
 class VisionShape:
-    """ViT shape; tokens include CLS, patch_pixels is the patch-embedding conv fan-in."""
+    """ViT shape; tokens include CLS, patch_pixels is the patch-embedding conv fan-in. `frames` > 0: every layer
+    also attends across that many frames per token position (LanguageBind's temporal attention, Video-LLaVA)."""
 
     layers: int
     width: int
     ffn: int
     tokens: int
     patch_pixels: int = 14 * 14 * 3
+    frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,10 @@ class ProjectorShape:
 
 
 def from_configs(
-    llm_config: Any, vision_config: Any, projector_type: str = "mlp2x_gelu"
+    llm_config: Any, vision_config: Any, projector_type: str = "mlp2x_gelu", frames: int = 0
 ) -> tuple[LLMShape, VisionShape, ProjectorShape]:
-    """Build shapes from LlamaConfig- and CLIPVisionConfig-like objects."""
+    """Build shapes from LlamaConfig- and CLIPVisionConfig-like objects (`frames`: temporal attention, see
+    VisionShape)."""
     kv_heads = getattr(llm_config, "num_key_value_heads", None) or llm_config.num_attention_heads
     llm = LLMShape(
         layers=llm_config.num_hidden_layers,
@@ -78,6 +81,7 @@ def from_configs(
         ffn=vision_config.intermediate_size,
         tokens=(vision_config.image_size // patch) ** 2 + 1,
         patch_pixels=patch * patch * getattr(vision_config, "num_channels", 3),
+        frames=frames,
     )
     if projector_type == "linear":
         n_linears = 1
@@ -89,9 +93,13 @@ def from_configs(
 
 
 def vision_macs(vision: VisionShape) -> int:
-    """MACs of one ViT forward over one crop (all layers + patch-embedding conv)."""
-    n, w = vision.tokens, vision.width
+    """MACs of one ViT forward over one crop or frame (all layers + patch-embedding conv). With `frames`, each
+    layer's temporal attention adds, per frame, q/k/v/o over its n tokens and n scores + weighted sums over the
+    frames (4 n w^2 + 2 n T w; the per-layer temporal embedding and layer norm are not counted, as no norm is)."""
+    n, w, t = vision.tokens, vision.width, vision.frames
     per_layer = 4 * n * w * w + 2 * n * n * w + 2 * n * w * vision.ffn
+    if t:
+        per_layer += 4 * n * w * w + 2 * n * t * w
     return vision.layers * per_layer + (n - 1) * vision.patch_pixels * w
 
 

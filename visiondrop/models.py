@@ -53,13 +53,14 @@ class ModelSpec:
 VICUNA_7B = LLMShape(layers=32, hidden=4096, ffn=11008, heads=32, kv_heads=32, vocab=32000)
 VICUNA_13B = LLMShape(layers=40, hidden=5120, ffn=13824, heads=40, kv_heads=40, vocab=32000)
 CLIP_L_336 = VisionShape(layers=24, width=1024, ffn=4096, tokens=577)
-CLIP_L_224 = VisionShape(layers=24, width=1024, ffn=4096, tokens=257)  # LanguageBind's towers (spatial part)
+# LanguageBind's video tower: CLIP ViT-L/14-224 with temporal attention across its 8 frames in every layer
+LANGUAGEBIND_VIDEO = VisionShape(layers=24, width=1024, ffn=4096, tokens=257, frames=8)
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("llava-v1.5-7b", Geometry(576, 1, 32), VICUNA_7B, CLIP_L_336, ProjectorShape(1024, 4096)),
     ModelSpec("llava-v1.5-13b", Geometry(576, 1, 40), VICUNA_13B, CLIP_L_336, ProjectorShape(1024, 5120)),
     ModelSpec("llava-next-7b", Geometry(576, 5, 32), VICUNA_7B, CLIP_L_336, ProjectorShape(1024, 4096)),
-    ModelSpec("video-llava-7b", Geometry(256, 8, 32, cls_kept=True), VICUNA_7B, CLIP_L_224,
+    ModelSpec("video-llava-7b", Geometry(256, 8, 32, cls_kept=True), VICUNA_7B, LANGUAGEBIND_VIDEO,
               ProjectorShape(1024, 4096)),
 )}
 

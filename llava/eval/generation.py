@@ -350,7 +350,7 @@ def run_locked(args: argparse.Namespace, chunk: list[EvalItem], path: Path, conf
             info["runs"].append({"started": started, "seconds": round(time.perf_counter() - start, 3),
                                  "new_answers": summary["new"], "device": str(model.device),
                                  "batch_size": args.batch_size, "chunk": [args.chunk_idx, args.num_chunks],
-                                 "torch": torch.__version__})
+                                 "torch": torch.__version__, "tower": model.tower_label})
             run_file.write_text(json.dumps(info, indent=2) + "\n")
     print(f"{path}: {summary['new']} new answers, {summary['existing']} already present "
           f"(chunk {args.chunk_idx + 1}/{args.num_chunks}: {summary['chunk']} questions)")

@@ -2,7 +2,9 @@
 question file: a question with no answer, or with more answers than it has lines, is an error naming its id.
 
 Usage: python -m llava.eval.merge_chunks --chunk-dir DIR --num-chunks K --question-file Q [--output OUT]
-       [--format loader|science|mmbench]   (format guessed from the extension: .jsonl / .json / .tsv)
+       [--format loader|science|mmbench|video] [--limit N]
+       (format guessed from the extension: .jsonl / .json / .tsv; `video`: Video-LLaVA's chunks `{K}_{k}.json`
+       checked against the first N (default 1,000, 0 = all) question_ids of a test_q.json)
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from pathlib import Path
 from llava.eval.questions import EvalInputError, guess_kind, read_questions
 from llava.eval.record import COMPARED_SETTINGS, load_run_info, read_answer_lines, run_file_for
 from llava.eval.scoring.common import overwritten_input
+from llava.eval.video_judge import DEFAULT_LIMIT, video_question_ids
+
+CHUNK_SUFFIX = {"video": ".json"}  # llava.eval.model_video_qa writes Video-LLaVA's names; the others .jsonl
 
 
 def _ids(counter: Counter, limit: int = 10) -> str:
@@ -23,19 +28,31 @@ def _ids(counter: Counter, limit: int = 10) -> str:
     return ", ".join(ids[:limit]) + (f" ... ({len(ids)} in all)" if len(ids) > limit else "")
 
 
+def chunk_files(chunk_dir: str | Path, num_chunks: int, kind: str | None = None) -> list[Path]:
+    """The chunk answer files `{num_chunks}_{k}` of a format, in k order."""
+    suffix = CHUNK_SUFFIX.get(kind, ".jsonl")
+    return [Path(chunk_dir) / f"{num_chunks}_{k}{suffix}" for k in range(num_chunks)]
+
+
+def expected_ids(question_file: str | Path, kind: str | None, limit: int) -> Counter:
+    """How many answers each question_id must have (`limit` applies to the video format only)."""
+    if kind == "video":
+        return Counter(str(i) for i in video_question_ids(question_file, limit))
+    return Counter(str(item.question_id) for item in read_questions(kind or guess_kind(question_file), question_file))
+
+
 def merge_chunks(chunk_dir: str | Path, num_chunks: int, question_file: str | Path, output: str | Path | None = None,
-                 kind: str | None = None) -> Path:
+                 kind: str | None = None, limit: int = DEFAULT_LIMIT) -> Path:
     """Write the merged answer file (and its merged run sidecar); return its path."""
     chunk_dir = Path(chunk_dir)
     output = Path(output) if output else chunk_dir / "merge.jsonl"
-    files = [chunk_dir / f"{num_chunks}_{k}.jsonl" for k in range(num_chunks)]
+    files = chunk_files(chunk_dir, num_chunks, kind)
     absent = [str(f) for f in files if not f.is_file()]
     if absent:
         raise EvalInputError(f"chunk answer file(s) missing: {', '.join(absent)}; rerun the generation for those "
                              "chunks (it resumes)")
     answers = [row for f in files for row in read_answer_lines(f)]
-    expected = Counter(str(item.question_id)
-                       for item in read_questions(kind or guess_kind(question_file), question_file))
+    expected = expected_ids(question_file, kind, limit)
     got = Counter(str(a.get("question_id")) for a in answers)
     missing, extra = expected - got, got - expected
     duplicated = Counter({k: v for k, v in extra.items() if k in expected})
@@ -48,7 +65,7 @@ def merge_chunks(chunk_dir: str | Path, num_chunks: int, question_file: str | Pa
     if unknown:
         problems.append(f"answers for question_id(s) not in the question file: {_ids(unknown)}")
     if problems:
-        raise EvalInputError(f"merging {chunk_dir}/{num_chunks}_*.jsonl against {question_file}: "
+        raise EvalInputError(f"merging {chunk_dir}/{num_chunks}_*{files[0].suffix} against {question_file}: "
                              + "; ".join(problems))
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", encoding="utf-8") as f:
@@ -72,16 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-chunks", type=int, required=True)
     ap.add_argument("--question-file", required=True)
     ap.add_argument("--output", default=None, help="default: CHUNK_DIR/merge.jsonl")
-    ap.add_argument("--format", default=None, choices=("loader", "science", "mmbench"))
+    ap.add_argument("--format", default=None, choices=("loader", "science", "mmbench", "video"))
+    ap.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                    help="video: the first N samples of test_q.json were answered (0 = all)")
     args = ap.parse_args(argv)
-    chunks = {f"chunk {k}": Path(args.chunk_dir) / f"{args.num_chunks}_{k}.jsonl" for k in range(args.num_chunks)}
+    chunks = {f"chunk {k}": f for k, f in enumerate(chunk_files(args.chunk_dir, args.num_chunks, args.format))}
     clash = overwritten_input({"--output": args.output}, {"--question-file": args.question_file, **chunks})
     if clash:
         print(f"error: {clash}", file=sys.stderr)
         return 2
     try:
-        merge_chunks(args.chunk_dir, args.num_chunks, args.question_file, args.output, args.format)
-    except (EvalInputError, ValueError) as err:
+        merge_chunks(args.chunk_dir, args.num_chunks, args.question_file, args.output, args.format, args.limit)
+    except (EvalInputError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -59,12 +59,14 @@ def visual_token_summary(answers: list[dict]) -> dict[str, Any]:
 
 
 def build_extra(answers_file: str | Path, run: str | None = None, wall_time: float | None = None) -> dict:
-    """Extra result-record fields: model, method, budget, full config, measured visual tokens, timings."""
+    """Extra result-record fields: model, method, budget, full config, the tower label where the model has one
+    (Video-LLaVA), measured visual tokens, timings."""
     answers = read_answer_lines(answers_file)
     info = load_run_info(answers_file)
     settings = info.get("settings", {})
     pruning = settings.get("pruning", {})
     runs = info.get("runs", [])
+    towers = list(dict.fromkeys(r["tower"] for r in runs if r.get("tower")))
     extra = {
         "run": run, "model": settings.get("model_id"), "model_path": settings.get("model_path"),
         "method": pruning.get("method"), "budget": pruning.get("budget"), "config_file": settings.get("config_file"),
@@ -75,6 +77,8 @@ def build_extra(answers_file: str | Path, run: str | None = None, wall_time: flo
         "generation_seconds": round(sum(r.get("seconds", 0.0) for r in runs), 3), "generation_runs": runs,
         "wall_time_s": wall_time,
     }
+    if towers:
+        extra["tower"] = "; ".join(towers)
     return extra
 
 

@@ -198,6 +198,17 @@ def load_qa_pairs(question_file: str | Path, answer_file: str | Path, limit: int
     return pairs[:limit] if limit else pairs
 
 
+def video_question_ids(question_file: str | Path, limit: int = DEFAULT_LIMIT) -> list:
+    """The question_ids of the first `limit` (0 = all) entries of a test_q.json: the samples a run answers."""
+    questions = json.loads(Path(question_file).read_text())
+    chosen = questions[:limit] if limit else questions
+    missing = [i for i, q in enumerate(chosen) if not isinstance(q, dict) or "question_id" not in q]
+    if missing:
+        raise ValueError(f"{question_file}[{missing[0]}] has no question_id (Video-ChatGPT's test_q.json has one "
+                         "per entry)")
+    return [q["question_id"] for q in chosen]
+
+
 def read_judgements(path: Path, model: str) -> dict[str, dict]:
     """Judgements already written (a line cut by a kill is dropped from the file), keyed by str(id)."""
     if not path.is_file():
@@ -248,6 +259,16 @@ def run(samples: list[dict], endpoint: Endpoint, output_dir: Path, reasks: int, 
     return [done[str(s["id"])] for s in samples]
 
 
+def run_fields(text: str | None) -> dict:
+    """The --extra JSON object ({} when not given)."""
+    if not text:
+        return {}
+    fields = json.loads(text)
+    if not isinstance(fields, dict):
+        raise ValueError("--extra must be a JSON object")
+    return fields
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pred-file", required=True, help="Video-LLaVA answers: JSONL with id, question, answer, pred")
@@ -263,6 +284,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backoff", type=float, default=2.0, help="first retry wait in seconds, doubled each time")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
     p.add_argument("--workers", type=int, default=1, help="concurrent requests")
+    p.add_argument("--extra", default=None, help="JSON object of run fields merged into the result (the scripts "
+                   "pass `python -m llava.eval.record extra`: method, config and its hash, measured visual tokens "
+                   "per layer, tower label)")
     return p.parse_args(argv)
 
 
@@ -272,6 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
     endpoint = Endpoint(args.api_base, args.api_key, args.judge_model, args.temperature, args.timeout,
                         args.retries, args.backoff)
     try:
+        extra = run_fields(args.extra)
         samples = read_predictions(args.pred_file, args.limit)
         records = run(samples, endpoint, Path(args.output_dir), args.reasks, args.workers)
     except (OSError, ValueError, JudgeError) as err:
@@ -280,6 +305,10 @@ def main(argv: list[str] | None = None) -> dict:
               "judge": {"model": args.judge_model, "endpoint": args.api_base,
                         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "first_judgement": min((r["date"] for r in records), default=None)}}
+    clash = sorted(set(extra) & set(result))
+    if clash:
+        sys.exit(f"video_judge: --extra may not set the judge's own fields {clash}")
+    result.update(extra)
     Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output_json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"accuracy {result['accuracy']}  score {result['score']}  judged {result['judged']}  "

@@ -16,6 +16,7 @@ from llava.model.language_model.qwen2_5_vl import load_qwen_model
 from llava.model.language_model.video_llava import is_video_llava, load_video_llava
 from llava.model.model_base import is_lora, merge_lora, weights_over_base
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from llava.model.multimodal_encoder.languagebind_video import LanguageBindVideoTower
 from llava.model.tokenizer import load_tokenizer
 
 
@@ -58,8 +59,7 @@ def build_model(config: LlavaConfig, dtype: torch.dtype, device: str | torch.dev
                 vision_tower or "checkpoint", config.mm_vision_select_layer,
                 getattr(config, "mm_vision_select_feature", "patch"), config=tower_config(config, vision_tower))
     if state is None:  # random weights of the stated shapes (benchmarks): materialise in `dtype`, initialise
-        model = model.to(dtype=dtype).to_empty(device=device)
-        _init_random(model)
+        model = materialize_random(model, dtype, device)
     else:
         assign_weights(model, state, sources or {})
     _reset_position_ids(model, device)
@@ -105,6 +105,14 @@ def image_processor_for(tower: CLIPVisionTower, source: str | None):
     return cls(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
 
 
+def materialize_random(module: torch.nn.Module, dtype: torch.dtype, device: str | torch.device) -> torch.nn.Module:
+    """A module built on the meta device, materialised on `device` in `dtype` with random weights (benchmarks)."""
+    module = module.to(dtype=dtype).to_empty(device=device)
+    _init_random(module)
+    _reset_position_ids(module, device)
+    return module
+
+
 def _reset_position_ids(model: torch.nn.Module, device: str | torch.device) -> None:
     """Rebuild CLIP's non-persistent `position_ids` buffers: never in a checkpoint (left on the meta device by
     `load_state_dict(assign=True)`) and uninitialised memory after `to_empty`."""
@@ -137,6 +145,7 @@ def load_pretrained_model(
     vision_dtype: torch.dtype | None = None,
     tower_cls=CLIPVisionTower,
     model_cls=LlavaLlamaForCausalLM,
+    video_tower_cls=LanguageBindVideoTower,
 ):
     """Load tokenizer, model, image processor and context length from an original LLaVA checkpoint directory.
 
@@ -145,15 +154,16 @@ def load_pretrained_model(
     LLaVA's signature: the kind of checkpoint is read from its files.
     `vision_dtype=None` keeps the faithful precisions: the separately loaded LLaVA-1.5 tower in fp32, a tower
     stored in the checkpoint (NeXT) in `dtype`. Returns (tokenizer, model, image_processor, context_len), the
-    processor also set as `model.get_vision_tower().image_processor` as in LLaVA. A Qwen2.5-VL checkpoint
-    (config.json model_type `qwen2_5_vl`) loads through its family (llava.model.language_model.qwen2_5_vl).
+    processor also set as `model.get_vision_tower().image_processor` as in LLaVA. A Video-LLaVA checkpoint loads
+    through its family with `tower_cls` as its image tower and `video_tower_cls` as its video tower. A Qwen2.5-VL
+    checkpoint (config.json model_type `qwen2_5_vl`) loads through its family (llava.model.language_model.qwen2_5_vl).
     """
     root = Path(model_path)
     if not root.is_dir():
         raise FileNotFoundError(f"model path {root} does not exist: download the checkpoint there or fix "
                                 "--model-path")
     if is_video_llava(root):  # its own family: two LanguageBind towers inside the checkpoint
-        return load_video_llava(root, device, dtype, attn_implementation, model_cls)
+        return load_video_llava(root, device, dtype, attn_implementation, model_cls, tower_cls, video_tower_cls)
     config_file = root / "config.json"
     if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "qwen2_5_vl":
         return load_qwen_model(root, device, dtype, attn_implementation)

@@ -38,9 +38,23 @@ class LlavaMultimodalMixin:
             raise RuntimeError("this model has no vision tower attached: load it with load_pretrained_model()")
         return tower
 
+    def towers(self) -> list[nn.Module]:
+        """Every tower whose output an encoder stage may reduce (LLaVA: the vision tower)."""
+        return [self.get_vision_tower()]
+
+    @property
+    def tower_label(self) -> str | None:
+        """What the visual tower is, where result files must say so (Video-LLaVA: with or without its temporal
+        attention); None: the checkpoint's own tower, nothing to add."""
+        return None
+
+    def tower_for(self, images: torch.Tensor) -> nn.Module:
+        """The tower that encodes `images` (LLaVA: always the vision tower)."""
+        return self.get_vision_tower()
+
     def encode_units(self, images: torch.Tensor) -> UnitTokens:
         """[n, 3, H, W] -> the tower's tokens of the n units, features projected to the LLM width (model dtype)."""
-        units = self.get_vision_tower().encode(images.to(self.device))
+        units = self.tower_for(images).encode(images.to(self.device))
         return replace(units, features=self.model.mm_projector(units.features.to(self.dtype)))
 
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

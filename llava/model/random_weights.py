@@ -2,9 +2,11 @@
 
 A shape is named as in the model table (visiondrop/models.py), which gives its module shapes: `llava-v1.5-7b`
 (Vicuna-7B + CLIP ViT-L/14-336 + mlp2x_gelu) and `llava-next-7b` (llava-v1.6-vicuna-7b: the same
-modules plus the v1.6 anyres fields and `image_newline`). Their tiny variants (`tiny-llava-v1.5-7b`,
-`tiny-llava-next-7b`; llava.model.tiny) keeps its depth and token geometry with the tiny test model's widths.
-The tower is built from `vision_tower_config` inside the model.
+modules plus the v1.6 anyres fields and `image_newline`) and `video-llava-7b` (Vicuna-7B + mlp2x_gelu over
+LanguageBind's ViT-L/14-224 towers: the video tower with its temporal attention, 8 frames, and the image tower).
+Their tiny variants (`tiny-llava-v1.5-7b`, `tiny-llava-next-7b`, `tiny-video-llava-7b`; llava.model.tiny) keep
+the depth and token geometry with the tiny test model's widths. The image tower is built from
+`vision_tower_config` inside the model; Video-LLaVA's video tower from the same fields.
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+from transformers import CLIPVisionConfig
 
-from llava.model.builder import build_model
+from llava.model.builder import build_model, materialize_random
 from llava.model.language_model.llava_llama import LlavaConfig
+from llava.model.language_model.video_llava import video_model_class
 from llava.model.tiny import NEXT_PINPOINTS, TINY_CLIP, TINY_LLM, tiny_variant
-from llava.model.visiondrop_llava import PruningCLIPVisionTower, VisionDropLlavaForCausalLM
+from llava.model.visiondrop_llava import PruningCLIPVisionTower, PruningVideoTower, VisionDropLlavaForCausalLM
 from visiondrop.flops import LLMShape, VisionShape
 from visiondrop.models import FORMER_NAMES, model_spec
 
-BASES = ("llava-v1.5-7b", "llava-next-7b")  # the table entries the efficiency benchmark has a reference config for
+BASES = ("llava-v1.5-7b", "llava-next-7b", "video-llava-7b")  # the table entries with a benchmark reference config
 SHAPES = (*BASES, *map(tiny_variant, BASES))
 NEXT_SHAPES = tuple(s for s in SHAPES if s.endswith("llava-next-7b"))
+VIDEO_SHAPES = tuple(s for s in SHAPES if s.endswith("video-llava-7b"))
 # Spellings of the shapes before the model table, for an error naming the new one.
 FORMER_SHAPES = {**FORMER_NAMES, "tiny": tiny_variant("llava-v1.5-7b"),
                  "tiny-next": tiny_variant("llava-next-7b")}
@@ -93,10 +98,17 @@ def random_llava(shape: str, dtype: torch.dtype, device: str | torch.device, att
         raise ValueError(f"merge_type applies to the NeXT shapes ({', '.join(NEXT_SHAPES)}), not {shape!r}")
     torch.manual_seed(seed)
     config = random_llava_config(shape, attn)
-    model = build_model(config, dtype, device, None, None, PruningCLIPVisionTower, vision_dtype,
-                        VisionDropLlavaForCausalLM)
+    video = shape in VIDEO_SHAPES
+    model_cls = video_model_class(VisionDropLlavaForCausalLM) if video else VisionDropLlavaForCausalLM
+    model = build_model(config, dtype, device, None, None, PruningCLIPVisionTower, vision_dtype, model_cls)
     if shape in NEXT_SHAPES:
         model.config.mm_patch_merge_type = merge_type or "flat"
+    if video:  # the video tower: the image tower's shape plus random (non-zero) temporal modules
+        frames = shapes(shape)[1].frames
+        with torch.device("meta"):
+            tower = PruningVideoTower(CLIPVisionConfig(**config.vision_tower_config), frames, temporal=True,
+                                      select_layer=config.mm_vision_select_layer)
+        model.video_tower = materialize_random(tower, vision_dtype or dtype, device).eval()
     return model
 
 

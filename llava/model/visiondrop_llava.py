@@ -1,5 +1,6 @@
-"""Pruning-aware subclasses: a CLIP tower whose token selection and an LLaVA model whose stage boundaries
-call a `visiondrop` method, plus the loader the evaluation entry points use.
+"""Pruning-aware subclasses: towers whose token selection (the CLIP image tower, Video-LLaVA's video tower per
+frame) and an LLaVA model whose stage boundaries call a `visiondrop` method, plus the loader the evaluation entry
+points use.
 
 With a `SectionTimer` attached (`attach_timer`, benchmarks only) the ViT (tower + projector) is timed as
 "vit", the encoder-stage selection as "select_encoder" and every in-LLM `reduce` as "select_llm"."""
@@ -14,6 +15,7 @@ from llava.model.builder import load_pretrained_model
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 from llava.model.language_model.qwen2_5_vl import LLAVA_FAMILY, check_config_family
 from llava.model.multimodal_encoder.clip_encoder import CLIPLayerView, CLIPVisionTower
+from llava.model.multimodal_encoder.languagebind_video import LanguageBindVideoTower
 from visiondrop.config import PruningConfig, load_config
 from visiondrop.execution import Execution
 from visiondrop.methods import build_method
@@ -22,8 +24,9 @@ from visiondrop.reduction import UnitTokens
 from visiondrop.timing import SectionTimer, timed
 
 
-class PruningCLIPVisionTower(CLIPVisionTower):
-    """CLIPVisionTower whose output tokens come from the method's encoder stage when it has one."""
+class PruningTower:
+    """Mixin over a tower whose `select(layer_input, features, layer)` chooses every unit's output tokens from its
+    selected CLIP layer: the method's encoder stage chooses them instead when the method has one."""
 
     method: Method | None = None
     execution: Execution | None = None
@@ -38,6 +41,15 @@ class PruningCLIPVisionTower(CLIPVisionTower):
             return super().select(layer_input, features, layer)
         with timed(self.timer, "select_encoder"):
             return self.method.reduce_encoder(CLIPLayerView(layer), layer_input, features, self.execution)
+
+
+class PruningCLIPVisionTower(PruningTower, CLIPVisionTower):
+    """CLIPVisionTower (one unit per image or sub-image) with the method's encoder stage."""
+
+
+class PruningVideoTower(PruningTower, LanguageBindVideoTower):
+    """Video-LLaVA's video tower with the method's encoder stage, run per frame (one unit = a frame's 257 tokens,
+    scored on the spatial CLS attention of the selected layer, after that layer's temporal step)."""
 
 
 def timed_reduce(reduce: Callable, timer: SectionTimer) -> Callable:
@@ -65,12 +77,13 @@ class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
         if method.boundaries and max(method.boundaries) >= n_layers:
             raise ValueError(f"{config.source or 'config'}: pruning after layer {max(method.boundaries)} but the "
                              f"model has {n_layers} layers")
-        tower = self.get_vision_tower()
-        if method.has_encoder_stage and not isinstance(tower, PruningCLIPVisionTower):
-            raise TypeError("encoder-stage methods need the model loaded with PruningCLIPVisionTower")
+        towers = self.towers()
+        if method.has_encoder_stage and not all(isinstance(tower, PruningTower) for tower in towers):
+            raise TypeError("encoder-stage methods need the model loaded with pruning towers (load_model_for_eval)")
         execution = Execution(config.execution)
-        if isinstance(tower, PruningCLIPVisionTower):
-            tower.method, tower.execution = method, execution
+        for tower in towers:
+            if isinstance(tower, PruningTower):
+                tower.method, tower.execution = method, execution
         self.method, self.pruning_config = method, config
         self.model.method = method if method.boundaries else None
         self.model.execution = execution
@@ -79,9 +92,9 @@ class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
     def attach_timer(self, timer: SectionTimer | None) -> None:
         """Time the ViT and the method's selection work into `timer`; None detaches (nothing is timed)."""
         self.timer = timer
-        tower = self.get_vision_tower()
-        if isinstance(tower, PruningCLIPVisionTower):
-            tower.timer = timer
+        for tower in self.towers():
+            if isinstance(tower, PruningTower):
+                tower.timer = timer
         method = self.model.method
         self.model.reduce_stage = None if timer is None or method is None else timed_reduce(method.reduce, timer)
 
@@ -97,7 +110,8 @@ def load_model_for_eval(model_path: str, config: PruningConfig | str | None = No
     if not isinstance(config, PruningConfig):
         config = load_config(config, overrides)
     tokenizer, model, image_processor, context_len = load_pretrained_model(
-        model_path, tower_cls=PruningCLIPVisionTower, model_cls=VisionDropLlavaForCausalLM, **kwargs)
+        model_path, tower_cls=PruningCLIPVisionTower, video_tower_cls=PruningVideoTower,
+        model_cls=VisionDropLlavaForCausalLM, **kwargs)
     model.set_pruning(config)
     return tokenizer, model, image_processor, context_len
 
@@ -117,5 +131,6 @@ def official_flags_to_overrides(dominant: int | None = None, contextual: int | N
     return out
 
 
-__all__ = ["PruningCLIPVisionTower", "VisionDropLlavaForCausalLM", "load_model_for_eval", "timed_reduce",
+__all__ = ["PruningTower", "PruningCLIPVisionTower", "PruningVideoTower", "VisionDropLlavaForCausalLM",
+           "load_model_for_eval", "timed_reduce",
            "official_flags_to_overrides"]

@@ -30,6 +30,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from llava.model.checkpoint import assign_weights, read_weights
 from llava.model.compat import image_processor_class
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
+from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_encoder.languagebind_video import (
     HF_IMAGE_PREFIXES,
     HF_VIDEO_PREFIXES,
@@ -83,19 +84,33 @@ class VideoLlavaMixin:
             images = VideoClips(images)
         return super().prepare_multimodal_batch(input_ids, attention_mask, images, image_sizes)
 
+    def towers(self) -> list[torch.nn.Module]:
+        """The image tower and the video tower (an encoder stage runs in both)."""
+        return [*super().towers(), self.get_video_tower()]
+
+    def get_video_tower(self) -> LanguageBindVideoTower:
+        if self.video_tower is None:
+            raise RuntimeError("this model has no video tower attached: load it with load_pretrained_model()")
+        return self.video_tower
+
+    @property
+    def tower_label(self) -> str:
+        """The video tower's label: LanguageBind with temporal attention, or the -hf port without it."""
+        return self.get_video_tower().label
+
+    def tower_for(self, images: torch.Tensor) -> torch.nn.Module:
+        """Clips [n, 3, T, H, W] go to the video tower (one unit per frame), images to the image tower."""
+        return self.get_video_tower() if images.dim() == 5 else super().tower_for(images)
+
     def image_segments(self, images, image_sizes=None):
         """Per placeholder: its tokens, origins and 1 unit; clips go frame by frame through the video tower."""
         if not isinstance(images, VideoClips):
             return super().image_segments(images, image_sizes)
-        if self.video_tower is None:
-            raise RuntimeError("this model has no video tower attached: load it with load_pretrained_model()")
-        units = self.video_tower.encode(images.videos.to(self.device))
-        features, origin = units.features, units.origin
+        units = self.encode_units(images.videos)
         frames = images.videos.shape[2]
-        frame_index = torch.arange(features.shape[0], device=origin.device) % frames
-        origin = origin + (frame_index * self.video_tower.tokens_per_frame)[:, None]
-        projected = self.model.mm_projector(features.to(self.dtype))
-        return [(f, o, 1) for f, o in zip(projected, origin)]
+        frame_index = torch.arange(units.origin.shape[0], device=units.origin.device) % frames
+        origin = units.origin + (frame_index * self.video_tower.tokens_per_frame)[:, None]
+        return [(f, o, 1) for f, o in zip(units.features, origin)]
 
 
 class VideoLlavaForCausalLM(VideoLlavaMixin, LlavaLlamaForCausalLM):
@@ -147,9 +162,11 @@ def llm_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_video_llava(model_path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float16,
-                     attn_implementation: str = "sdpa", model_cls: type = LlavaLlamaForCausalLM):
+                     attn_implementation: str = "sdpa", model_cls: type = LlavaLlamaForCausalLM,
+                     tower_cls: type = CLIPVisionTower, video_tower_cls: type = LanguageBindVideoTower):
     """(tokenizer, model, image processor, context length) of a Video-LLaVA checkpoint, either layout;
-    the model is `video_model_class(model_cls)`."""
+    the model is `video_model_class(model_cls)`, its image tower a `tower_cls`, its video tower a
+    `video_tower_cls` (pruning-aware subclasses for encoder stages)."""
     root = Path(model_path)
     config, video_config, image_config = read_video_llava_config(json.loads((root / "config.json").read_text()))
     config._attn_implementation = attn_implementation
@@ -161,8 +178,10 @@ def load_video_llava(model_path: str | Path, device: str = "cpu", dtype: torch.d
     model.model.rotary_emb = None  # rebuilt after the cast (inv_freq stays fp32)
     model.to(device=device, dtype=dtype)
     model.model.rotary_emb = LlamaRotaryEmbedding(config=config).to(device)
-    model.video_tower = load_video_tower(state, video_config, select_layer=select_layer).to(device=device, dtype=dtype)
-    model.model.vision_tower = load_image_tower(state, image_config, select_layer).to(device=device, dtype=dtype)
+    model.video_tower = load_video_tower(state, video_config, select_layer=select_layer,
+                                         tower_cls=video_tower_cls).to(device=device, dtype=dtype)
+    model.model.vision_tower = load_image_tower(state, image_config, select_layer,
+                                                tower_cls).to(device=device, dtype=dtype)
     side = image_config.image_size
     processor = image_processor_class()(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
     model.model.vision_tower.image_processor = processor

@@ -22,9 +22,9 @@ Checkpoint key layouts read by `load_video_tower` (C = tower width, i = layer):
   `post_layernorm.*`) plus per layer `encoder.layers.{i}.temporal_embedding` [1, 8, C],
   `encoder.layers.{i}.temporal_attn.{q,k,v,out}_proj.{weight,bias}` and
   `encoder.layers.{i}.temporal_layer_norm1.{weight,bias}`. `embeddings.position_ids` is ignored.
-- transformers port `Video-LLaVA-7B-hf`: `video_tower.vision_model.` (or `model.video_tower.vision_model.`) +
-  the plain CLIP keys. It has no temporal weights: the tower is built with `temporal=False` and labelled
-  "HF port (no temporal attention)".
+- transformers port `Video-LLaVA-7B-hf`: `video_tower.vision_model.` (the hub's shards) or `video_tower.`
+  (what transformers 5.x's `save_pretrained` writes) + the plain CLIP keys. It has no temporal weights: the
+  tower is built with `temporal=False` and labelled "HF port (no temporal attention)".
 
 The LanguageBind image tower (`model.image_tower.image_tower.*`, `image_tower.vision_model.*` in the port) is a
 plain CLIP ViT-L/14-224 (its config has `add_time_attn=False`; patch dropout is inactive at inference), so
@@ -43,9 +43,14 @@ from visiondrop.reduction import UnitTokens
 
 NUM_FRAMES = 8
 ORIGINAL_VIDEO_PREFIX = "model.video_tower.video_tower."
-HF_VIDEO_PREFIXES = ("video_tower.vision_model.", "model.video_tower.vision_model.")
+# The port's names, longest first: the hub's shards (`vision_model.` inside the tower), then what transformers
+# 5.x's VideoLlavaForConditionalGeneration.save_pretrained writes (`video_tower.` + the CLIP keys) and its
+# in-memory state_dict (`model.video_tower.`). The original prefix is always tried before these.
+HF_VIDEO_PREFIXES = ("video_tower.vision_model.", "model.video_tower.vision_model.", "video_tower.",
+                     "model.video_tower.")
 ORIGINAL_IMAGE_PREFIX = "model.image_tower.image_tower."
-HF_IMAGE_PREFIXES = ("image_tower.vision_model.", "model.image_tower.vision_model.")
+HF_IMAGE_PREFIXES = ("image_tower.vision_model.", "model.image_tower.vision_model.", "image_tower.",
+                     "model.image_tower.")
 TEMPORAL_NAMES = ("temporal_embedding", "temporal_attn.", "temporal_layer_norm1.")
 TEMPORAL_LABEL = "LanguageBind (temporal attention)"
 HF_PORT_LABEL = "HF port (no temporal attention)"
@@ -159,9 +164,10 @@ def _temporal_key(key: str) -> str | None:
     return None
 
 
-def load_video_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConfig,
-                     num_frames: int = NUM_FRAMES, select_layer: int = -2) -> LanguageBindVideoTower:
-    """Build the video tower from a Video-LLaVA checkpoint's tensors (original or -hf layout, see module doc)."""
+def load_video_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConfig, num_frames: int = NUM_FRAMES,
+                     select_layer: int = -2, tower_cls: type = LanguageBindVideoTower) -> LanguageBindVideoTower:
+    """Build the video tower (a `tower_cls`, default LanguageBindVideoTower) from a Video-LLaVA checkpoint's
+    tensors (original or -hf layout, see module doc)."""
     original = _strip(state_dict, (ORIGINAL_VIDEO_PREFIX,))
     weights = original or _strip(state_dict, HF_VIDEO_PREFIXES)
     if not weights:
@@ -177,7 +183,7 @@ def load_video_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConf
     if original and not temporal:
         raise KeyError(f"{ORIGINAL_VIDEO_PREFIX}encoder.layers.*.temporal_* missing: the original layout "
                        "carries the temporal weights; re-download the checkpoint shards")
-    tower = LanguageBindVideoTower(config, num_frames, temporal=temporal, select_layer=select_layer)
+    tower = tower_cls(config, num_frames, temporal=temporal, select_layer=select_layer)
     misfit = f"video tower weights do not fit a {config.num_hidden_layers}-layer, width {config.hidden_size} tower"
     try:
         missing, unexpected = tower.load_state_dict(renamed, strict=False)
@@ -188,14 +194,15 @@ def load_video_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConf
     return tower
 
 
-def load_image_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConfig,
-                     select_layer: int = -2) -> CLIPVisionTower:
-    """The LanguageBind image tower (plain CLIP, CLS dropped: 256 tokens at 224 px) from a checkpoint's tensors."""
+def load_image_tower(state_dict: dict[str, torch.Tensor], config: CLIPVisionConfig, select_layer: int = -2,
+                     tower_cls: type = CLIPVisionTower) -> CLIPVisionTower:
+    """The LanguageBind image tower (plain CLIP, CLS dropped: 256 tokens at 224 px; a `tower_cls`) from a
+    checkpoint's tensors."""
     weights = _strip(state_dict, (ORIGINAL_IMAGE_PREFIX, *HF_IMAGE_PREFIXES))
     weights.pop("embeddings.position_ids", None)
     if not weights:
         raise KeyError(f"no image tower weights: expected keys under {ORIGINAL_IMAGE_PREFIX!r} or "
                        f"{HF_IMAGE_PREFIXES[0]!r}")
-    tower = CLIPVisionTower("languagebind-image", select_layer, "patch", config=config)
+    tower = tower_cls("languagebind-image", select_layer, "patch", config=config)
     tower.vision_tower.load_state_dict(weights, strict=True)
     return tower
