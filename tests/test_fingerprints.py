@@ -10,6 +10,10 @@ import torch
 from fingerprints import RECORD, fingerprint, is_next, shipped_configs
 
 RECORDED = json.loads(RECORD.read_text())
+# Configs whose tiny-model selection has an exact near-tie that CPU kernels of different machines split
+# differently (VisPruner-32: one kept origin is 7 on one CPU, 13 on another; counts and tokens agree): their
+# kept origins are not compared, everything else is.
+TIE_SENSITIVE = {"vispruner/llava15_32.yaml"}
 
 
 def test_every_shipped_config_has_a_fingerprint():
@@ -32,4 +36,7 @@ def tiny_models(tiny_path):
 @pytest.mark.parametrize("config", shipped_configs())
 def test_config_matches_its_recorded_fingerprint(tiny_models, config):
     tokenizer, model = tiny_models[is_next(config)]
-    assert fingerprint(tokenizer, model, config) == RECORDED[config]
+    got, want = fingerprint(tokenizer, model, config), dict(RECORDED[config])
+    if config in TIE_SENSITIVE:
+        got.pop("stage_origins"), want.pop("stage_origins")
+    assert got == want
