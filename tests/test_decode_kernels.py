@@ -97,7 +97,7 @@ def test_decode_attention_is_rope_cache_write_and_sdpa(batch, heads, head_dim, c
     out = decode_attention(q, k, v, cos, sin, keys, values, key_mask, at, head_dim ** -0.5)
     assert torch.equal(keys, expected_keys) and torch.equal(values, expected_values)  # RoPE bit-equal, one slot
     # fp32 logits / softmax / value sums in another order and split over key chunks, rounded once to fp16 as the
-    # fp32 reference: at most one fp16 step apart.
+    # fp32 reference: at most one fp16 step apart (bit-equal here for head size 16 / 32, 99 % for 128).
     torch.testing.assert_close(out, expected, rtol=2**-10, atol=2**-14)
 
 
@@ -117,8 +117,7 @@ def test_decode_attention_rejects_what_it_cannot_compute():
 @pytest.fixture(scope="module")
 def fp16_layers(load_tiny):
     _, model = load_tiny()
-    lm = copy.deepcopy(model.model).to(TEST_DEVICE, torch.float16)
-    return lm
+    return copy.deepcopy(model.model).to(TEST_DEVICE, torch.float16).requires_grad_(False)
 
 
 def test_fused_decode_layers_equal_llama_decoder_layers(fp16_layers):
@@ -161,5 +160,6 @@ def test_fused_decode_layers_equal_llama_decoder_layers(fp16_layers):
         for ours_cache, eager_cache, before in zip(fused[i], eager.buffers[i], prompt[i]):
             assert torch.equal(ours_cache[:, :, others], before[:, :, others])
             torch.testing.assert_close(ours_cache[:, :, slot], eager_cache[:, :, slot], rtol=2**-8, atol=2**-10)
-    # Summation orders (norm statistics, attention) move a few values by fp16 steps, which propagate.
-    torch.testing.assert_close(ours, expected, rtol=2**-7, atol=2**-8)
+    # Summation orders (norm statistics, attention) move some values by an fp16 step, which propagates through
+    # the layers: ~60 % of the outputs are bit-equal, the rest an fp16 step or two apart (outputs up to ~3).
+    torch.testing.assert_close(ours, expected, rtol=2**-8, atol=2**-8)
