@@ -74,6 +74,13 @@ def add_transformers_ratios(results: list[Result]) -> None:
     _set_ratios(results, TRANSFORMERS, "ratio_to_transformers", _transformers_ratios)
 
 
+def decode_weight_bytes(model) -> int:
+    """Bytes of the weights a decode step reads: the decoder layers, the final norm and lm_head (the embedding
+    table only gives one row per token)."""
+    read_per_step = [model.model.layers, model.model.norm, model.lm_head]
+    return sum(p.numel() * p.element_size() for m in read_per_step for p in m.parameters())
+
+
 def physical_limits(result: Result, weight_bytes: int, peak_hbm_tbs: float, peak_tflops: float) -> dict:
     """Achieved fractions of the device's limits: a decode step reads the LLM weights + the KV cache (HBM bytes/s
     against `peak_hbm_tbs`); the TTFT does the FLOPs of the run (lm_head over the last position) against

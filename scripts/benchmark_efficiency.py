@@ -55,6 +55,7 @@ from benchmarks.report import (  # noqa: E402
     TRANSFORMERS,
     add_ratios,
     add_transformers_ratios,
+    decode_weight_bytes,
     markdown,
     physical_limits,
     throughput,
@@ -264,8 +265,7 @@ class Bench:
         self.unit_tokens = getattr(tower, "tokens_per_frame", None) or tower.num_patches  # projected per unit
         self.known_fit: dict[str, int] = {}
         self.hf = None  # transformers' reference model, built on first use (shares our tensors)
-        read_per_step = [model.model.layers, model.model.norm, model.lm_head]
-        self.weight_bytes = sum(p.numel() * p.element_size() for m in read_per_step for p in m.parameters())
+        self.weight_bytes = decode_weight_bytes(model)
         model_name = Path(args.model_path).name if args.model_path else f"random-weights {args.random_weights}"
         anyres = is_anyres(model.config)
         self.record = {

@@ -127,50 +127,75 @@ def _column_sums_kernel(q_ptr, k_ptr, max_ptr, sum_ptr, part_ptr, n_queries, fir
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, n_tokens, width, eps, sx_b, sx_t, BLOCK: tl.constexpr,
-                     OPAQUE: tl.constexpr):
-    """One token: weight * fp16(x * rsqrt(mean(x^2) + eps)) with the statistics in fp32, as LlamaRMSNorm."""
+def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, sum_ptr, n_tokens, width, eps, sx_b, sx_t, BLOCK: tl.constexpr,
+                     RESIDUAL: tl.constexpr, OPAQUE: tl.constexpr):
+    """One token: weight * fp16(h * rsqrt(mean(h^2) + eps)) with the statistics in fp32, as LlamaRMSNorm, of
+    h = x, or with RESIDUAL of h = fp16(x + r) (the eager residual add), which is written to sum_ptr too."""
     token = tl.program_id(0)
     b, t = token // n_tokens, token % n_tokens
     cols = tl.arange(0, BLOCK)
     ok = cols < width
     x = tl.load(x_ptr + b * sx_b + t * sx_t + cols, mask=ok, other=0.0).to(tl.float32)
+    if RESIDUAL:
+        x = _half(x + tl.load(r_ptr + token * width + cols, mask=ok, other=0.0).to(tl.float32), OPAQUE)
+        tl.store(sum_ptr + token * width + cols, x.to(tl.float16), mask=ok)
     variance = tl.sum(x * x, axis=0) / width
     normed = _half(x * tl.math.rsqrt(variance + eps), OPAQUE)
     weight = tl.load(w_ptr + cols, mask=ok, other=0.0).to(tl.float32)
     tl.store(out_ptr + token * width + cols, (weight * normed).to(tl.float16), mask=ok)
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """LlamaRMSNorm of fp16 x [B, T, D] (rows may be a view) with an fp16 weight, in one kernel instead of six;
-    equal to the eager module up to the fp32 summation order of the mean square."""
+def _norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float) -> tuple:
     batch, n_tokens, width = x.shape
     if weight.shape != (width,) or not weight.dtype == x.dtype == torch.float16 or x.stride(-1) != 1:
         raise ValueError(f"weight {tuple(weight.shape)} {weight.dtype} does not fit x {tuple(x.shape)} {x.dtype}")
+    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype
+                                 or not residual.is_contiguous()):
+        raise ValueError(f"residual {tuple(residual.shape)} {residual.dtype} does not fit x {tuple(x.shape)}")
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    _rms_norm_kernel[(batch * n_tokens,)](x, weight, out, n_tokens, width, eps, *x.stride()[:2],
-                                          BLOCK=triton.next_power_of_2(width), OPAQUE=OPAQUE_ROUNDING)
-    return out
+    total = out if residual is None else torch.empty_like(out)
+    block = triton.next_power_of_2(width)
+    _rms_norm_kernel[(batch * n_tokens,)](x, residual, weight, out, total, n_tokens, width, eps, *x.stride()[:2],
+                                          BLOCK=block, RESIDUAL=residual is not None, OPAQUE=OPAQUE_ROUNDING,
+                                          num_warps=8 if block >= 4096 else 4)
+    return total, out
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm of fp16 x [B, T, D] (rows may be a view) with an fp16 weight, in one kernel instead of six;
+    equal to the eager module up to the fp32 summation order of the mean square."""
+    return _norm(x, None, weight, eps)[1]
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple:
+    """(h, norm(h)) for h = x + residual (fp16, [B, T, D], residual contiguous): the eager residual add and the
+    next LlamaRMSNorm in one kernel (h bit-equal; the norm as `rms_norm`)."""
+    return _norm(x, residual, weight, eps)
+
+
+@triton.jit
+def rotary(row, dims, cos, sin, ok, HEAD_DIM: tl.constexpr, OPAQUE: tl.constexpr):
+    """fp16(fp16(x * cos) + fp16(rotate_half(x) * sin)) (as fp32) of the fp16 vectors x at row + dims (dims
+    0..HEAD_DIM-1 along the last axis), as the eager expression rounds it; fp32 cos / sin holding fp16 values."""
+    half = HEAD_DIM // 2
+    x = tl.load(row + dims, mask=ok, other=0.0).to(tl.float32)
+    partner = tl.load(row + (dims + half) % HEAD_DIM, mask=ok, other=0.0).to(tl.float32)
+    rotated = tl.where(dims < half, -partner, partner)
+    return _half(_half(x * cos, OPAQUE) + _half(rotated * sin, OPAQUE), OPAQUE)
 
 
 @triton.jit
 def _rope_kernel(x_ptr, cos_ptr, sin_ptr, out_ptr, n_tokens, n_heads, sx_b, sx_t, sx_h, sc_b, sc_t,
                  HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, OPAQUE: tl.constexpr):
-    """One token: fp16(fp16(x * cos) + fp16(rotate_half(x) * sin)) for every head, as the eager expression."""
+    """One token: RoPE of every head, as the eager expression."""
     token = tl.program_id(0)
     b, t = token // n_tokens, token % n_tokens
     heads = tl.arange(0, HEADS)[:, None]
     dims = tl.arange(0, HEAD_DIM)[None, :]
-    half = HEAD_DIM // 2
-    ok = heads < n_heads
-    row = x_ptr + b * sx_b + t * sx_t + heads * sx_h
-    x = tl.load(row + dims, mask=ok, other=0.0)
-    partner = tl.load(row + (dims + half) % HEAD_DIM, mask=ok, other=0.0).to(tl.float32)
-    rotated = tl.where(dims < half, -partner, partner)
     cos = tl.load(cos_ptr + b * sc_b + t * sc_t + dims).to(tl.float32)
     sin = tl.load(sin_ptr + b * sc_b + t * sc_t + dims).to(tl.float32)
-    out = _half(x.to(tl.float32) * cos, OPAQUE) + _half(rotated * sin, OPAQUE)
-    tl.store(out_ptr + token * n_heads * HEAD_DIM + heads * HEAD_DIM + dims, out.to(tl.float16), mask=ok)
+    out = rotary(x_ptr + b * sx_b + t * sx_t + heads * sx_h, dims, cos, sin, heads < n_heads, HEAD_DIM, OPAQUE)
+    tl.store(out_ptr + token * n_heads * HEAD_DIM + heads * HEAD_DIM + dims, out.to(tl.float16), mask=heads < n_heads)
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llava.model.fused_decode import decode_layer, fused_applies
+from llava.model.fused_decode import decode_layer, final_norm, fused_applies
 from visiondrop.graphs import GraphCache, capture, weights_version
 
 
@@ -67,7 +67,8 @@ class _SegmentInputs:
 
 class DecodeStep:
     """token [B] -> next-token logits [B, V] (fp32) for one generation; call it once per decode step. `fused`:
-    the layers run with fused norms / RoPE (llava.model.fused_decode; None = when replayed, where they apply)."""
+    the layers run as fused kernels around the projections (llava.model.fused_decode; None = when replayed,
+    where they apply)."""
 
     def __init__(self, model, cache: StaticKV, segments: list, replay: bool, fused: bool | None = None):
         self.model, self.cache, self.replay = model, cache, replay
@@ -103,19 +104,23 @@ class DecodeStep:
     def forward(self) -> torch.Tensor:
         """The captured work: embed, every segment's layers at its slot and position, norm, lm_head."""
         lm = self.model.model
-        hidden = lm.embed_tokens(self.token)[:, None]
+        hidden, residual = lm.embed_tokens(self.token)[:, None], None
         for seg in self.segments:
             slot = seg.length + self.step
             seg.key_mask.index_fill_(1, slot, True)
+            positions = (seg.position + self.step)[:, None]
+            if self.fused:  # the key mask and the slot go to the attention kernel as they are
+                rope = lm.rotary_emb(hidden, positions)
+                for index in range(seg.first, seg.stop):
+                    hidden, residual = decode_layer(lm.layers[index], hidden, residual, rope,
+                                                    self.cache.buffers[index], seg.key_mask, slot)
+                continue
             for layer in range(seg.first, seg.stop):
                 self.cache.slots[layer] = slot
-            mask, rope = lm.mask_and_rope(hidden, seg.key_mask, True, (seg.position + self.step)[:, None])
-            if self.fused:
-                for layer in lm.layers[seg.first:seg.stop]:
-                    hidden = decode_layer(layer, hidden, rope, self.cache, mask)
-            else:
-                hidden = lm.run_layers(hidden, mask, rope, self.cache, seg.first, seg.stop)
-        return self.model.lm_head(lm.norm(hidden)[:, -1]).float()
+            mask, rope = lm.mask_and_rope(hidden, seg.key_mask, True, positions)
+            hidden = lm.run_layers(hidden, mask, rope, self.cache, seg.first, seg.stop)
+        normed = final_norm(lm.norm, hidden, residual) if self.fused else lm.norm(hidden)
+        return self.model.lm_head(normed[:, -1]).float()
 
     def __call__(self, token: torch.Tensor) -> torch.Tensor:
         self.token.copy_(token)
