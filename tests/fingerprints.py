@@ -25,10 +25,11 @@ NEW_TOKENS = 6
 
 
 def shipped_configs() -> list[str]:
-    """Every image-model config under configs/, as paths relative to configs/ (the Video-LLaVA configs,
-    `video_llava*.yaml`, need the tiny video model: tests/test_video_llava.py)."""
+    """Every LLaVA image-model config under configs/, as paths relative to configs/ (the Video-LLaVA configs,
+    `video_llava*.yaml`, need the tiny video model: tests/test_video_llava.py; the Qwen2.5-VL ones,
+    `qwen2_5_vl*.yaml`, the tiny Qwen model: tests/test_qwen_pruning.py)."""
     return sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml")
-                  if not p.stem.startswith("video_llava"))
+                  if not p.stem.startswith(("video_llava", "qwen2_5_vl")))
 
 
 def is_next(config: str) -> bool:

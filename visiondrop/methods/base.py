@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -34,6 +35,7 @@ class Method:
     name: ClassVar[str] = ""
     Options: ClassVar[type]
     has_encoder_stage: ClassVar[bool] = False
+    scores_without_cls: ClassVar[bool] = False  # its encoder stage runs on a tower without CLS (received attention)
     compact_positions: bool = True
     cached_decode: bool = True  # False: decode re-runs the pruned prefill every step (FastV's dynamic mode)
     score_layer_offset: ClassVar[int] = 0
@@ -101,6 +103,23 @@ class Method:
                run: Execution) -> Reductions:
         """Reduce the visual segment of every row before boundary `stage` (1, 2, ...); `layer` scores it."""
         raise NotImplementedError
+
+
+def check_count_basis(basis: int | None) -> None:
+    """`count_basis` is null (absolute counts) or a positive token count."""
+    if basis is not None and basis < 1:
+        raise ValueError(f"count_basis={basis}: expected null (absolute counts) or the nominal image's token count")
+
+
+def scale_pair(dominant: int, contextual: int, n: int, basis: int | None) -> tuple[int, int]:
+    """A (dominant, contextual) pair written for `basis` tokens, for a sample of `n` (None: unchanged): the total
+    and the dominant count each scale by n / basis, rounded half up (at least one token, dominant first), and the
+    contextual count is what the total leaves; so a schedule that shrinks stage by stage still does after scaling."""
+    if basis is None:
+        return dominant, contextual
+    total = max(1, math.floor((dominant + contextual) * n / basis + 0.5))
+    kept = min(total, max(1, math.floor(dominant * n / basis + 0.5)))
+    return kept, total - kept
 
 
 class ScoreThenKeep(Method):
