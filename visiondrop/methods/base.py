@@ -105,6 +105,12 @@ class Method:
         raise NotImplementedError
 
 
+def check_positions(value: str, key: str) -> None:
+    """A position rule after pruning: 'compact' (kept tokens re-indexed contiguously) or 'original' (kept)."""
+    if value not in ("compact", "original"):
+        raise ValueError(f"{key}={value!r}: expected 'compact' or 'original'")
+
+
 def check_count_basis(basis: int | None) -> None:
     """`count_basis` is null (absolute counts) or a positive token count."""
     if basis is not None and basis < 1:

@@ -11,7 +11,7 @@ import torch
 
 from visiondrop.encoder_stage import dominant_contextual
 from visiondrop.merging import ascending_split, contextual_merge
-from visiondrop.methods.base import Method, check_count_basis, scale_pair
+from visiondrop.methods.base import Method, check_count_basis, check_positions, scale_pair
 from visiondrop.models import Geometry
 from visiondrop.reduction import Reduction, Reductions, UnitTokens
 from visiondrop.scoring import attention_to_columns, llm_query_key, take_rows, visual_attention
@@ -43,8 +43,7 @@ class LLMOptions:
             raise ValueError(f"llm.scoring={self.scoring!r}: expected 'visual' or 'text'")
         if self.divisor not in ("all", "visible"):
             raise ValueError(f"llm.divisor={self.divisor!r}: expected 'all' (faithful) or 'visible'")
-        if self.positions not in ("compact", "original"):
-            raise ValueError(f"llm.positions={self.positions!r}: expected 'compact' (faithful) or 'original'")
+        check_positions(self.positions, "llm.positions")
         if len(self.tokens) != len(self.layers):
             raise ValueError(f"llm.tokens has {len(self.tokens)} [dominant, contextual] pairs for "
                              f"{len(self.layers)} llm.layers")
