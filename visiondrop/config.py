@@ -2,10 +2,11 @@
 
 A config file holds `method`, `model` (a name of visiondrop.models), `budget` (nominal average visual tokens over
 the LLM layers; on a model whose token count varies per image, `budget_ratio` instead: that fraction of the nominal
-image's tokens, from which `budget` is derived), `derived` (true when the setting is not a published one) and `note`, the method's own option
-sections (see each method's `Options`) and an optional `execution` section (visiondrop.execution: kernels and CUDA
-graphs, shared by every method; it changes no selection). Every key is checked: unknown keys, impossible schedules and
-schedules whose average does not match the stated budget are errors that name the key.
+image's tokens, from which `budget` is derived), `derived` (true when the setting is not a published one) and
+`note`, the method's own option sections (see each method's `Options`) and an optional `execution` section
+(visiondrop.execution: kernels and CUDA graphs, shared by every method; it changes no selection). Every key is
+checked: unknown keys, impossible schedules and schedules whose average does not match the stated budget are
+errors that name the key.
 """
 
 from __future__ import annotations
