@@ -1,10 +1,12 @@
 """Pruning configs: one YAML file per (method, model, budget), dotted overrides, strict validation.
 
 A config file holds `method`, `model` (a name of visiondrop.models), `budget` (nominal average visual tokens over
-the LLM layers), `derived` (true when the setting is not a published one) and `note`, the method's own option
-sections (see each method's `Options`) and an optional `execution` section (visiondrop.execution: kernels and CUDA
-graphs, shared by every method; it changes no selection). Every key is checked: unknown keys, impossible schedules and
-schedules whose average does not match the stated budget are errors that name the key.
+the LLM layers; on a model whose token count varies per image, `budget_ratio` instead: that fraction of the nominal
+image's tokens, from which `budget` is derived), `derived` (true when the setting is not a published one) and
+`note`, the method's own option sections (see each method's `Options`) and an optional `execution` section
+(visiondrop.execution: kernels and CUDA graphs, shared by every method; it changes no selection). Every key is
+checked: unknown keys, impossible schedules and schedules whose average does not match the stated budget are
+errors that name the key.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import yaml
 from visiondrop.execution import ExecutionOptions
 from visiondrop.models import MODELS, Geometry
 
-HEADER_KEYS = ("method", "model", "budget", "derived", "note", "allow_budget_mismatch")
+HEADER_KEYS = ("method", "model", "budget", "budget_ratio", "derived", "note", "allow_budget_mismatch")
 
 
 class ConfigError(ValueError):
@@ -35,6 +37,7 @@ class PruningConfig:
     method: str = "none"
     model: str = "llava-v1.5-7b"
     budget: float | None = None
+    budget_ratio: float | None = None
     derived: bool = False
     note: str = ""
     allow_budget_mismatch: bool = False
@@ -177,11 +180,28 @@ def _load_config(path: str | Path | None, overrides: list[str], raw: dict | None
     cfg = PruningConfig(**header, execution=execution, source=str(path or ""))
     if cfg.model not in MODELS:
         raise ConfigError(f"model: {cfg.model!r} is not one of {', '.join(MODELS)}")
+    ratio_budget(cfg)
     method_cls = get_method_class(cfg.method)
     cfg.options = build_options(method_cls.Options, raw)
     resolve_budget(cfg)
     validate_budget(cfg)
     return cfg
+
+
+def ratio_budget(cfg: PruningConfig) -> None:
+    """Derive `budget` from `budget_ratio` (a fraction of the nominal image's visual tokens), which only a model
+    whose token count varies per image takes, and never together with `budget`."""
+    if cfg.budget_ratio is None:
+        return
+    geometry = cfg.geometry
+    if not geometry.variable:
+        raise ConfigError(f"budget_ratio: {cfg.model} has a fixed {geometry.visual_tokens} visual tokens per sample: "
+                          "give `budget` in tokens")
+    if cfg.budget is not None:
+        raise ConfigError("budget_ratio: give `budget` (tokens) or `budget_ratio` (a fraction), not both")
+    if not 0 < cfg.budget_ratio <= 1:
+        raise ConfigError(f"budget_ratio: {cfg.budget_ratio} is not a fraction in (0, 1]")
+    cfg.budget = cfg.budget_ratio * geometry.visual_tokens
 
 
 def check_feasible(cfg: PruningConfig, method) -> None:

@@ -29,11 +29,17 @@ class DecoderLayerView(Protocol):
 
 
 class TowerLayerView(Protocol):
-    """The vision-tower layer whose output the LLM receives (encoder-stage scorers)."""
+    """The vision-tower layer whose output the LLM receives (encoder-stage scorers). A tower with a CLS token
+    (`has_cls`, CLIP) gives its CLS query's attention; one without (Qwen2.5-VL) the attention each token receives."""
 
     head_dim: int
+    has_cls: bool
 
     def cls_attention(self, layer_input: torch.Tensor,
                       fp32_softmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """For the layer's input [n, T, C]: the CLS query's attention per head [n, H, T] and the keys
         [n, T, H, d] (`fp32_softmax=False`: the softmax in the input's dtype)."""
+
+    def received_attention(self, layer_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Without CLS, for the n units of `layer_input`: the mean attention each of their T output tokens
+        receives from all tokens of its unit [n, T] and those tokens' keys [n, T, H, d]."""

@@ -16,6 +16,8 @@ class Geometry:
     `patches_per_unit` tower patch tokens per unit; the LLM receives them plus the unit's CLS token when
     `cls_kept` (Video-LLaVA). `units` is the nominal count per sample (NeXT: 5 on a 2x2 grid; a real sample may
     have fewer). `tower_cls`: the tower has a CLS token an encoder stage can score with. `layers`: decoder layers.
+    `variable`: the token count varies per image (Qwen2.5-VL's dynamic resolution): `patches_per_unit` is then the
+    nominal image's, the one the configs' budgets (`budget_ratio`) and counts (`count_basis`) are written for.
     """
 
     patches_per_unit: int
@@ -23,6 +25,7 @@ class Geometry:
     layers: int
     cls_kept: bool = False
     tower_cls: bool = True
+    variable: bool = False
 
     @property
     def tokens_per_unit(self) -> int:
@@ -55,6 +58,12 @@ VICUNA_13B = LLMShape(layers=40, hidden=5120, ffn=13824, heads=40, kv_heads=40, 
 CLIP_L_336 = VisionShape(layers=24, width=1024, ffn=4096, tokens=577)
 # LanguageBind's video tower: CLIP ViT-L/14-224 with temporal attention across its 8 frames in every layer
 LANGUAGEBIND_VIDEO = VisionShape(layers=24, width=1024, ffn=4096, tokens=257, frames=8)
+QWEN2_7B = LLMShape(layers=28, hidden=3584, ffn=18944, heads=28, kv_heads=4, vocab=152064)
+# Qwen2.5-VL's vision transformer on the nominal 1344 x 1008 image: 96 x 72 patches (2 frames of 14 x 14 each),
+# 1728 merged tokens after the 2 x 2 PatchMerger (its two linears as the projector). Its windowed attention and
+# the merger's widths are not what the FLOPs formulas of CLIP assume: FLOPs of this entry are approximate.
+QWEN25_VL_VISION = VisionShape(layers=32, width=1280, ffn=3420, tokens=6912, patch_pixels=2 * 14 * 14 * 3)
+QWEN_NOMINAL_TOKENS = 1728
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("llava-v1.5-7b", Geometry(576, 1, 32), VICUNA_7B, CLIP_L_336, ProjectorShape(1024, 4096)),
@@ -62,6 +71,8 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("llava-next-7b", Geometry(576, 5, 32), VICUNA_7B, CLIP_L_336, ProjectorShape(1024, 4096)),
     ModelSpec("video-llava-7b", Geometry(256, 8, 32, cls_kept=True), VICUNA_7B, LANGUAGEBIND_VIDEO,
               ProjectorShape(1024, 4096)),
+    ModelSpec("qwen2.5-vl-7b", Geometry(QWEN_NOMINAL_TOKENS, 1, 28, tower_cls=False, variable=True), QWEN2_7B,
+              QWEN25_VL_VISION, ProjectorShape(4 * 1280, 3584)),
 )}
 
 

@@ -34,9 +34,11 @@ class Reduction:
         return kept if self.merged is None else torch.cat([kept, self.merged.to(kept.dtype)], dim=-2)
 
     def gather_index(self, segment_ids: torch.Tensor) -> torch.Tensor:
-        """Apply it to per-token ids [..., n] (positions, origins): merged tokens take their target's id."""
+        """Apply it to per-token ids [..., n] (positions, origins): merged tokens take their target's id. Ids with
+        leading axes the reduction lacks (M-RoPE positions [3, n] or [3, B, n]) are gathered alike on each."""
         index = self.keep if self.merged_index is None else torch.cat([self.keep, self.merged_index], dim=-1)
-        return torch.take_along_dim(segment_ids, index, dim=-1)
+        lead = segment_ids.shape[:segment_ids.dim() - index.dim()]
+        return torch.take_along_dim(segment_ids, index.expand(*lead, *index.shape), dim=-1)
 
     def split(self) -> list[Reduction]:
         """A batched reduction as one Reduction per row."""

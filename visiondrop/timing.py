@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
@@ -70,3 +70,12 @@ class SectionTimer:
 def timed(timer: SectionTimer | None, name: str) -> AbstractContextManager:
     """`timer.section(name)`, or a no-op context when no timer is attached."""
     return nullcontext() if timer is None else timer.section(name)
+
+
+def timed_reduce(reduce: Callable, timer: SectionTimer) -> Callable:
+    """A stage reducer that times every call of `reduce` as "select_llm"."""
+    def call(*args):
+        with timed(timer, "select_llm"):
+            return reduce(*args)
+
+    return call

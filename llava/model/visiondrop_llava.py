@@ -7,8 +7,6 @@ With a `SectionTimer` attached (`attach_timer`, benchmarks only) the ViT (tower 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from llava.model.builder import load_pretrained_model
@@ -52,15 +50,6 @@ class PruningVideoTower(PruningTower, LanguageBindVideoTower):
     scored on the spatial CLS attention of the selected layer, after that layer's temporal step)."""
 
 
-def timed_reduce(reduce: Callable, timer: SectionTimer) -> Callable:
-    """A stage reducer that times every call of `reduce` as "select_llm"."""
-    def call(*args):
-        with timed(timer, "select_llm"):
-            return reduce(*args)
-
-    return call
-
-
 class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
     """LlavaLlamaForCausalLM running a pruning method at its encoder output and LLM stage boundaries."""
 
@@ -73,20 +62,15 @@ class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
         execution layer (its captured graphs belong to this method's options)."""
         check_config_family(config.model, LLAVA_FAMILY)
         method = build_method(config)
-        n_layers = len(self.model.layers)
-        if method.boundaries and max(method.boundaries) >= n_layers:
-            raise ValueError(f"{config.source or 'config'}: pruning after layer {max(method.boundaries)} but the "
-                             f"model has {n_layers} layers")
         towers = self.towers()
         if method.has_encoder_stage and not all(isinstance(tower, PruningTower) for tower in towers):
             raise TypeError("encoder-stage methods need the model loaded with pruning towers (load_model_for_eval)")
         execution = Execution(config.execution)
+        self.model.install_method(method, execution, config.source)
         for tower in towers:
             if isinstance(tower, PruningTower):
                 tower.method, tower.execution = method, execution
         self.method, self.pruning_config = method, config
-        self.model.method = method if method.boundaries else None
-        self.model.execution = execution
         self.attach_timer(self.timer)
 
     def attach_timer(self, timer: SectionTimer | None) -> None:
@@ -95,8 +79,7 @@ class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
         for tower in self.towers():
             if isinstance(tower, PruningTower):
                 tower.timer = timer
-        method = self.model.method
-        self.model.reduce_stage = None if timer is None or method is None else timed_reduce(method.reduce, timer)
+        self.model.time_stages(timer)
 
     def encode_units(self, images: torch.Tensor) -> UnitTokens:
         with timed(self.timer, "vit"):
@@ -106,12 +89,15 @@ class VisionDropLlavaForCausalLM(LlavaLlamaForCausalLM):
 def load_model_for_eval(model_path: str, config: PruningConfig | str | None = None, overrides: list[str] = (),
                         **kwargs):
     """Load a checkpoint with the pruning-aware classes and install `config` (a PruningConfig or a YAML path;
-    None = unpruned). Keyword arguments go to `load_pretrained_model`. Returns the same tuple."""
-    if not isinstance(config, PruningConfig):
+    None = unpruned, for the checkpoint's own family). Keyword arguments go to `load_pretrained_model`. Returns the
+    same tuple."""
+    if config is not None and not isinstance(config, PruningConfig):
         config = load_config(config, overrides)
     tokenizer, model, image_processor, context_len = load_pretrained_model(
         model_path, tower_cls=PruningCLIPVisionTower, video_tower_cls=PruningVideoTower,
         model_cls=VisionDropLlavaForCausalLM, **kwargs)
+    if config is None:
+        config = load_config(None, overrides, raw={"method": "none", "model": model.unpruned_model})
     model.set_pruning(config)
     return tokenizer, model, image_processor, context_len
 
@@ -132,5 +118,5 @@ def official_flags_to_overrides(dominant: int | None = None, contextual: int | N
 
 
 __all__ = ["PruningTower", "PruningCLIPVisionTower", "PruningVideoTower", "VisionDropLlavaForCausalLM",
-           "load_model_for_eval", "timed_reduce",
+           "load_model_for_eval",
            "official_flags_to_overrides"]

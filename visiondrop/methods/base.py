@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -35,6 +36,7 @@ class Method:
     title: ClassVar[str] = ""  # the display name (figures, tables)
     Options: ClassVar[type]
     has_encoder_stage: ClassVar[bool] = False
+    scores_without_cls: ClassVar[bool] = False  # its encoder stage runs on a tower without CLS (received attention)
     compact_positions: bool = True
     cached_decode: bool = True  # False: decode re-runs the pruned prefill every step (FastV's dynamic mode)
     score_layer_offset: ClassVar[int] = 0
@@ -102,6 +104,29 @@ class Method:
                run: Execution) -> Reductions:
         """Reduce the visual segment of every row before boundary `stage` (1, 2, ...); `layer` scores it."""
         raise NotImplementedError
+
+
+def check_positions(value: str, key: str) -> None:
+    """A position rule after pruning: 'compact' (kept tokens re-indexed contiguously) or 'original' (kept)."""
+    if value not in ("compact", "original"):
+        raise ValueError(f"{key}={value!r}: expected 'compact' or 'original'")
+
+
+def check_count_basis(basis: int | None) -> None:
+    """`count_basis` is null (absolute counts) or a positive token count."""
+    if basis is not None and basis < 1:
+        raise ValueError(f"count_basis={basis}: expected null (absolute counts) or the nominal image's token count")
+
+
+def scale_pair(dominant: int, contextual: int, n: int, basis: int | None) -> tuple[int, int]:
+    """A (dominant, contextual) pair written for `basis` tokens, for a sample of `n` (None: unchanged): the total
+    and the dominant count each scale by n / basis, rounded half up (at least one token, dominant first), and the
+    contextual count is what the total leaves; so a schedule that shrinks stage by stage still does after scaling."""
+    if basis is None:
+        return dominant, contextual
+    total = max(1, math.floor((dominant + contextual) * n / basis + 0.5))
+    kept = min(total, max(1, math.floor(dominant * n / basis + 0.5)))
+    return kept, total - kept
 
 
 class ScoreThenKeep(Method):

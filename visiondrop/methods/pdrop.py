@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from visiondrop.methods.base import ScoreThenKeep
+from visiondrop.methods.base import ScoreThenKeep, check_positions
 
 
 @dataclass
@@ -15,12 +15,14 @@ class PDropOptions:
 
     layers: list[int] = field(default_factory=lambda: [2, 8, 16])
     ratio: float = 0.5
+    positions: str = "compact"  # the release; "original": kept tokens keep their positions (Qwen2.5-VL's M-RoPE)
 
     def __post_init__(self):
         if sorted(set(self.layers)) != list(self.layers) or not self.layers or self.layers[0] < 1:
             raise ValueError(f"layers must be strictly increasing layer numbers >= 1, got {self.layers}")
         if not 0 < self.ratio <= 1:
             raise ValueError(f"ratio={self.ratio}: lambda must be in (0, 1]")
+        check_positions(self.positions, "positions")
 
 
 def pdrop_count(n0: int, ratio: float, stage: int) -> int:
@@ -37,6 +39,7 @@ class PDrop(ScoreThenKeep):
     def __init__(self, options: PDropOptions):
         super().__init__(options)
         self.boundaries = tuple(options.layers)
+        self.compact_positions = options.positions == "compact"
 
     def stage_counts(self, n_in: int, units: int = 1) -> list[int]:
         return [pdrop_count(n_in, self.options.ratio, k) for k in range(1, len(self.boundaries) + 1)]

@@ -11,7 +11,7 @@ import torch
 
 from visiondrop.encoder_stage import dominant_contextual
 from visiondrop.merging import ascending_split, contextual_merge
-from visiondrop.methods.base import Method
+from visiondrop.methods.base import Method, check_count_basis, check_positions, scale_pair
 from visiondrop.models import Geometry
 from visiondrop.reduction import Reduction, Reductions, UnitTokens
 from visiondrop.scoring import attention_to_columns, llm_query_key, take_rows, visual_attention
@@ -43,8 +43,7 @@ class LLMOptions:
             raise ValueError(f"llm.scoring={self.scoring!r}: expected 'visual' or 'text'")
         if self.divisor not in ("all", "visible"):
             raise ValueError(f"llm.divisor={self.divisor!r}: expected 'all' (faithful) or 'visible'")
-        if self.positions not in ("compact", "original"):
-            raise ValueError(f"llm.positions={self.positions!r}: expected 'compact' (faithful) or 'original'")
+        check_positions(self.positions, "llm.positions")
         if len(self.tokens) != len(self.layers):
             raise ValueError(f"llm.tokens has {len(self.tokens)} [dominant, contextual] pairs for "
                              f"{len(self.layers)} llm.layers")
@@ -60,10 +59,12 @@ class VisionDropOptions:
     llm: LLMOptions = field(default_factory=LLMOptions)
     merge: bool = True  # false: contextual budgets go to dominant tokens (pure top-k), the Fig. 6 ablation
     fusion: str = "target_plus_mean"  # VD-6 clean option: size_weighted
+    count_basis: int | None = None  # counts written for an image of this many tokens, scaled per image (Qwen2.5-VL)
 
     def __post_init__(self):
         if self.fusion not in ("target_plus_mean", "size_weighted"):
             raise ValueError(f"fusion={self.fusion!r}: expected 'target_plus_mean' or 'size_weighted'")
+        check_count_basis(self.count_basis)
 
 
 class VisionDrop(Method):
@@ -71,6 +72,7 @@ class VisionDrop(Method):
     title = "VisionDrop"
     Options = VisionDropOptions
     has_encoder_stage = True
+    scores_without_cls = True
 
     def __init__(self, options: VisionDropOptions):
         super().__init__(options)
@@ -82,31 +84,37 @@ class VisionDrop(Method):
     def _split(self, dominant: int, contextual: int) -> tuple[int, int]:
         return (dominant, contextual) if self.options.merge else (dominant + contextual, 0)
 
-    def _encoder_split(self) -> tuple[int, int]:
-        """(dominant incl. CLS, contextual) tokens per unit leaving the encoder stage."""
+    def _encoder_split(self, n_tokens: int) -> tuple[int, int]:
+        """(dominant incl. CLS, contextual) tokens leaving the encoder stage for a unit of `n_tokens` tower tokens
+        (the counts scale with it under `count_basis`)."""
         enc = self.options.encoder
-        return self._split(enc.dominant, enc.contextual)
+        return self._split(*scale_pair(enc.dominant, enc.contextual, n_tokens, self.options.count_basis))
 
-    def _llm_pair(self, stage: int, units: int) -> tuple[int, int]:
-        """(dominant, contextual) kept at `stage` (1-based) by a sample of `units` units."""
+    def _llm_pair(self, stage: int, units: int, n_entering: int) -> tuple[int, int]:
+        """(dominant, contextual) kept at `stage` (1-based) by a sample of `units` units that entered the LLM with
+        `n_entering` visual tokens (under `count_basis` the pair scales with n_entering against the nominal
+        image's entering count: the encoder's dominant + contextual, or count_basis without an encoder stage)."""
         d, c = self.options.llm.tokens[stage - 1]
         scale = units if self.options.llm.per_sub_image else 1
-        return self._split(d * scale, c * scale)
+        enc, basis = self.options.encoder, self.options.count_basis
+        nominal = None if basis is None else (enc.dominant + enc.contextual if enc.enabled else basis)
+        return self._split(*scale_pair(d * scale, c * scale, n_entering, nominal))
 
     def tower_tokens(self, geometry: Geometry) -> int:
         enc = self.options.encoder
         if not enc.enabled:
             return geometry.visual_tokens
         limit = geometry.tower_tokens_per_unit
-        if enc.dominant < 1 or enc.dominant + enc.contextual > limit:
+        kept = sum(self._encoder_split(limit))
+        if enc.dominant < 1 or kept > limit:
             raise ValueError(f"encoder.dominant={enc.dominant} + encoder.contextual={enc.contextual} must be "
                              f">= 1 and at most the {limit} tower tokens (CLS + patches)")
-        return geometry.units * (enc.dominant + enc.contextual)
+        return geometry.units * kept
 
     def stage_counts(self, n_in: int, units: int = 1) -> list[int]:
         counts, current = [], n_in
         for k in range(len(self.options.llm.tokens)):
-            d, c = self._llm_pair(k + 1, units)
+            d, c = self._llm_pair(k + 1, units, n_in)
             if d + c > current:
                 raise ValueError(f"llm.tokens[{k}] = {self.options.llm.tokens[k]} keeps {d + c} tokens but the "
                                  f"stage receives only {current}")
@@ -116,19 +124,28 @@ class VisionDrop(Method):
 
     def reduce_encoder(self, layer, layer_input, features, run) -> UnitTokens:
         """Stage s0 over every unit at once; replayed from a CUDA graph when units x tower tokens fit the execution
-        layer's `graph_max_tokens` (static shapes: the tower's)."""
-        d, c = self._encoder_split()
+        layer's `graph_max_tokens` (static shapes: the tower's). A tower without CLS gives one view per image (its
+        own rotary tables, not in a graph's key): its stage runs eagerly."""
+        d, c = self._encoder_split(features.shape[1])
         fn = functools.partial(dominant_contextual, layer=layer, dominant=d, contextual=c, fusion=self.options.fusion,
                                fused=run.fused(layer_input, layer.head_dim))
+        if not layer.has_cls:
+            return UnitTokens(*fn(layer_input, features), dominant=d)
         key = ("encoder", tuple(layer_input.shape), layer_input.dtype, layer_input.device, d, c)
         return UnitTokens(*run.run(key, fn, layer_input, features), dominant=d)
+
+    def begin_prefill(self, batch) -> list[int]:
+        """The visual counts entering the LLM per row (what `count_basis` scales the LLM stages by)."""
+        return batch.visual_len.tolist()
 
     def reduce(self, stage, batch, layer, rope, state, run) -> Reductions:
         """One batched pass when every row has the same visual count and budget (the common case), else per
         sample; text-only samples are never pruned."""
         cos, sin = rope
         n_vis = batch.visual_len.tolist()
-        pairs = [self._llm_pair(stage, u) if n else None for n, u in zip(n_vis, batch.units.tolist())]
+        entering = n_vis if state is None else state
+        pairs = [self._llm_pair(stage, u, n0) if n else None
+                 for n, u, n0 in zip(n_vis, batch.units.tolist(), entering)]
         for b, (n, pair) in enumerate(zip(n_vis, pairs)):
             if pair is not None and sum(pair) > n:
                 raise ValueError(f"stage {stage} keeps {sum(pair)} visual tokens but sample {b} has only {n}")

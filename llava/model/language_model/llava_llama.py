@@ -34,6 +34,7 @@ from visiondrop.execution import Execution
 from visiondrop.graphs import weights_changed
 from visiondrop.methods.base import Method
 from visiondrop.reduction import Reduction, Reductions
+from visiondrop.timing import SectionTimer, timed_reduce
 
 
 class LlavaConfig(LlamaConfig):
@@ -115,6 +116,20 @@ class LlavaLlamaModel(LlavaMetaModel):
         self.reduce_stage: Callable | None = None  # called instead of method.reduce when set (timing, replay)
         self.execution = Execution()
 
+    def install_method(self, method: Method, execution: Execution, source: str = "") -> None:
+        """Run `method`'s LLM stages (none when it has no boundaries) through `execution`; `source` names the
+        config in the error for a boundary past the last layer."""
+        n_layers = len(self.layers)
+        if method.boundaries and max(method.boundaries) >= n_layers:
+            raise ValueError(f"{source or 'config'}: pruning after layer {max(method.boundaries)} but the "
+                             f"model has {n_layers} layers")
+        self.method = method if method.boundaries else None
+        self.execution = execution
+
+    def time_stages(self, timer: SectionTimer | None) -> None:
+        """Time every stage of the installed method as "select_llm" into `timer` (None: untimed)."""
+        self.reduce_stage = None if timer is None or self.method is None else timed_reduce(self.method.reduce, timer)
+
     def layer_view(self, index: int) -> LlamaLayerView:
         """Decoder layer `index` as pruning methods read it."""
         return LlamaLayerView(self.layers[index])
@@ -185,7 +200,10 @@ class LlavaLlamaModel(LlavaMetaModel):
 
 def apply_reductions(batch: SequenceBatch, reductions: Reductions, compact_positions: bool) -> SequenceBatch:
     """Rebuild every row as prefix + reduced visual segment + suffix, re-padded on the right (with a shared
-    batched reduction and one shared visual span, the whole batch is rebuilt with a few tensor ops)."""
+    batched reduction and one shared visual span, the whole batch is rebuilt with a few tensor ops).
+
+    Positions are [B, T] or [A, B, T] (one row per rotary axis, Qwen2.5-VL's M-RoPE): survivors keep theirs on
+    every axis, or with `compact_positions` every token takes its new index on every axis (docs/qwen.md)."""
     shared = reductions.shared
     if shared is not None and len(set(batch.visual_start.tolist())) == 1 and len(set(batch.visual_len.tolist())) == 1:
         return _apply_batched(batch, shared, compact_positions)
@@ -193,22 +211,25 @@ def apply_reductions(batch: SequenceBatch, reductions: Reductions, compact_posit
     for b, red in enumerate(reductions.per_row()):
         n_real = int(batch.lengths[b])
         start, n_vis = int(batch.visual_start[b]), int(batch.visual_len[b])
-        hidden, pos, origin = batch.hidden[b, :n_real], batch.positions[b, :n_real], batch.origin[b]
+        hidden, pos, origin = batch.hidden[b, :n_real], batch.positions[..., b, :n_real], batch.origin[b]
         if red is not None and n_vis > 0:
             end = start + n_vis
             rest = end + red.drop_after
             hidden = torch.cat([hidden[:start], red.gather(hidden[start:end]), hidden[rest:]])
-            pos = torch.cat([pos[:start], red.gather_index(pos[start:end]), pos[rest:]])
+            pos = torch.cat([pos[..., :start], red.gather_index(pos[..., start:end]), pos[..., rest:]], dim=-1)
             origin = red.gather_index(origin)
             n_vis = red.size
         if compact_positions:
-            pos = torch.arange(hidden.shape[0], device=hidden.device)
+            pos = torch.arange(hidden.shape[0], device=hidden.device).expand(*pos.shape[:-1], -1)
         rows.append(hidden)
-        pos_rows.append(pos)
+        pos_rows.append(pos.movedim(-1, 0))
         origins.append(origin)
         new_len.append(n_vis)
     key_mask = pad_rows([torch.ones(r.shape[0], dtype=torch.bool, device=r.device) for r in rows], False)
-    return replace(batch, hidden=pad_rows(rows), key_mask=key_mask, positions=pad_rows(pos_rows),
+    positions = pad_rows(pos_rows)
+    if positions.dim() == 3:  # [B, T, A] -> [A, B, T]
+        positions = positions.permute(2, 0, 1)
+    return replace(batch, hidden=pad_rows(rows), key_mask=key_mask, positions=positions,
                    visual_len=torch.tensor(new_len), origin=origins, layer_input=None,
                    lengths=torch.tensor([r.shape[0] for r in rows]))
 
@@ -218,15 +239,18 @@ def _apply_batched(batch: SequenceBatch, red: Reduction, compact_positions: bool
     start, n_vis = int(batch.visual_start[0]), int(batch.visual_len[0])
     end, size = start + n_vis, red.size
 
-    def splice(x: torch.Tensor, middle: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x[:, :start], middle, x[:, end:]], dim=1)
+    def splice(x: torch.Tensor, middle: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """x's [start, end) along `dim` (the token axis: 1 of hidden states, last of masks and positions)
+        replaced by `middle`."""
+        before, after = x.narrow(dim, 0, start), x.narrow(dim, end, x.shape[dim] - end)
+        return torch.cat([before, middle, after], dim=dim)
 
-    hidden = splice(batch.hidden, red.gather(batch.hidden[:, start:end]))
+    hidden = splice(batch.hidden, red.gather(batch.hidden[:, start:end]), dim=1)
     key_mask = splice(batch.key_mask, batch.key_mask.new_ones(batch.key_mask.shape[0], size))
     if compact_positions:
-        positions = torch.arange(hidden.shape[1], device=hidden.device).expand(hidden.shape[0], -1)
+        positions = torch.arange(hidden.shape[1], device=hidden.device).expand(*batch.positions.shape[:-1], -1)
     else:
-        positions = splice(batch.positions, red.gather_index(batch.positions[:, start:end]))
+        positions = splice(batch.positions, red.gather_index(batch.positions[..., start:end]))
     origin = list(red.gather_index(torch.stack(batch.origin)).unbind(0))
     return replace(batch, hidden=hidden, key_mask=key_mask, positions=positions, origin=origin, layer_input=None,
                    visual_len=torch.full_like(batch.visual_len, size), lengths=batch.lengths - (n_vis - size))
@@ -236,6 +260,7 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
     """LLaVA-1.5 / NeXT model: `model` (decoder + multimodal modules, a `model_class`) and an untied `lm_head`."""
 
     model_class = LlavaLlamaModel
+    unpruned_model = "llava-v1.5-7b"  # the model name of the unpruned config installed when none is given
 
     def __init__(self, config: LlavaConfig):
         super().__init__()

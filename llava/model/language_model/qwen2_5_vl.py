@@ -34,7 +34,13 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
 from llava.model.checkpoint import assign_weights, read_weights
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM, LlavaLlamaModel
 from llava.model.llava_arch import _as_rows
+from llava.model.qwen_vision_scores import scored_tower_pass
 from llava.model.sequence import SequenceBatch, pad_rows
+from visiondrop.execution import Execution
+from visiondrop.methods import build_method
+from visiondrop.methods.base import Method
+from visiondrop.reduction import UnitTokens
+from visiondrop.timing import SectionTimer, timed
 
 MODEL_NAME = "qwen2.5-vl-7b"  # the family's name, as a pruning config's `model:` spells it
 LLAVA_FAMILY = "llava"
@@ -63,6 +69,9 @@ class QwenVLDecoder(LlavaLlamaModel):
         super().__init__(config.text_config)
         self.visual = Qwen2_5_VisionTransformerPretrainedModel(config.vision_config)
 
+    def layer_view(self, index: int) -> QwenDecoderLayerView:
+        return QwenDecoderLayerView(self.layers[index], index)
+
 
 class QwenVLForCausalLM(LlavaLlamaForCausalLM):
     """Qwen2.5-VL on our loop: `model` (QwenVLDecoder) and `lm_head`; `config` is the text config (the loop's),
@@ -70,7 +79,9 @@ class QwenVLForCausalLM(LlavaLlamaForCausalLM):
     (`pixel_values`, `image_grid_thw`: one image per sample that has an `<|image_pad|>` run, in batch order)."""
 
     model_class = QwenVLDecoder
-    method = None
+    unpruned_model = MODEL_NAME
+    method: Method | None = None
+    timer: SectionTimer | None = None
 
     def __init__(self, config: Qwen2_5_VLConfig):
         super().__init__(config)
@@ -82,18 +93,43 @@ class QwenVLForCausalLM(LlavaLlamaForCausalLM):
         return False
 
     def set_pruning(self, config) -> None:
-        """Install a pruning config (`load_model_for_eval`): only the unpruned `none` method, for this family."""
+        """Install a validated pruning config of this family (`load_model_for_eval`): its encoder stage after the
+        PatchMerger (methods that score without CLS) and its LLM stages, with a fresh execution layer."""
         check_config_family(config.model, MODEL_NAME)
-        if config.method != "none":
-            raise NotImplementedError(f"pruning method {config.method!r} is not wired to Qwen2.5-VL yet")
-        self.pruning_config = config
+        method = build_method(config)
+        if method.has_encoder_stage and not method.scores_without_cls:
+            raise NotImplementedError(f"{config.method}'s encoder stage scores with a CLS token, which Qwen2.5-VL's "
+                                      "vision transformer does not have")
+        self.model.install_method(method, Execution(config.execution), config.source)
+        self.method, self.pruning_config = method, config
+        self.attach_timer(self.timer)
 
-    def encode_images(self, images: Mapping) -> list[torch.Tensor]:
-        """The image processor's output -> merged visual tokens per image [n_i, D] (model dtype)."""
+    def attach_timer(self, timer: SectionTimer | None) -> None:
+        """Time the tower ("vit"), the encoder stage ("select_encoder") and the LLM stages ("select_llm")."""
+        self.timer = timer
+        self.model.time_stages(timer)
+
+    @property
+    def reduces_tokens(self) -> bool:
+        return self.method is not None and bool(self.method.has_encoder_stage)
+
+    def encode_images(self, images: Mapping) -> list[UnitTokens]:
+        """The image processor's output -> per image its merged visual tokens [1, n_i, D] (model dtype) and their
+        merged-token indices [1, n_i], after the method's encoder stage if it has one (docs/qwen.md)."""
         visual = self.model.visual
         grid = images["image_grid_thw"].to(self.device)
-        features = visual(images["pixel_values"].to(self.device, visual.dtype), grid_thw=grid).pooler_output
-        return list(features.to(self.dtype).split((grid.prod(-1) // visual.spatial_merge_unit).tolist()))
+        pixels = images["pixel_values"].to(self.device, visual.dtype)
+        with timed(self.timer, "vit"):
+            if self.reduces_tokens:
+                features, scored = scored_tower_pass(visual, pixels, grid)
+            else:
+                features = visual(pixels, grid_thw=grid).pooler_output
+        features = features.to(self.dtype).split((grid.prod(-1) // visual.spatial_merge_unit).tolist())
+        if not self.reduces_tokens:
+            return [UnitTokens(f[None], torch.arange(f.shape[0], device=f.device)[None], f.shape[0]) for f in features]
+        with timed(self.timer, "select_encoder"):
+            return [self.method.reduce_encoder(view, x, f[None], self.model.execution)
+                    for f, (view, x) in zip(features, scored)]
 
     def prepare_multimodal_batch(self, input_ids, attention_mask=None, images=None, image_sizes=None) -> SequenceBatch:
         """Embed the prompt ids, put each sample's image features in place of its `<|image_pad|>` run and give
@@ -104,28 +140,32 @@ class QwenVLForCausalLM(LlavaLlamaForCausalLM):
         n_given = 0 if images is None else len(images["image_grid_thw"])
         if n_given != n_images:
             raise ValueError(f"{n_given} images for {n_images} prompts with an <|image_pad|> run")
-        features = iter(self.encode_images(images) if n_images else [])
+        units = iter(self.encode_images(images) if n_images else [])
         grids = iter(images["image_grid_thw"].tolist() if n_images else [])
         merge = self.vl_config.vision_config.spatial_merge_size
         seqs, positions, origins = [], [], []
         for ids, (start, n) in zip(rows, spans):
             embeds = self.model.embed_tokens(ids.to(self.device))
-            grid_hw = None
+            pos = mrope_positions(ids.numel(), start, None).to(self.device)
+            origin = torch.zeros(0, dtype=torch.long, device=self.device)
             if n:
-                feats = next(features)
+                unit = next(units)
                 t, h, w = next(grids)
-                grid_hw = (h // merge, w // merge)
-                if feats.shape[0] != n or t != 1:
-                    raise ValueError(f"an image of {feats.shape[0]} tokens (grid {t}x{h}x{w}) for a run of {n} "
-                                     "<|image_pad|> tokens: expand the pad with the image processor's grid")
-                embeds = torch.cat([embeds[:start], feats, embeds[start + n:]])
+                if h * w // merge**2 != n or t != 1:
+                    raise ValueError(f"an image of grid {t}x{h}x{w} for a run of {n} <|image_pad|> tokens: expand "
+                                     "the pad with the image processor's grid")
+                # survivors of an encoder stage keep the 3-D positions of the merged tokens they stand for
+                origin = unit.origin[0]
+                pos = mrope_positions(ids.numel(), start, (h // merge, w // merge)).to(self.device)
+                pos = torch.cat([pos[:, :start], pos[:, start + origin], pos[:, start + n:]], dim=1)
+                embeds = torch.cat([embeds[:start], unit.features[0], embeds[start + n:]])
             seqs.append(embeds)
-            positions.append(mrope_positions(ids.numel(), start, grid_hw).to(self.device))
-            origins.append(torch.arange(n, device=self.device))
+            positions.append(pos)
+            origins.append(origin)
         key_mask = pad_rows([torch.ones(s.shape[0], dtype=torch.bool, device=self.device) for s in seqs], False)
         return SequenceBatch(
             hidden=pad_rows(seqs), key_mask=key_mask, positions=pad_rows([p.T for p in positions]).permute(2, 0, 1),
-            visual_start=torch.tensor([s for s, _ in spans]), visual_len=torch.tensor([n for _, n in spans]),
+            visual_start=torch.tensor([s for s, _ in spans]), visual_len=torch.tensor([o.numel() for o in origins]),
             origin=origins, visual_units=torch.tensor([int(n > 0) for _, n in spans]),
             lengths=torch.tensor([s.shape[0] for s in seqs]))
 

@@ -28,6 +28,8 @@ def selected_layer_index(num_layers: int, select_layer: int) -> int:
 class CLIPLayerView:
     """A CLIPEncoderLayer as encoder-stage methods read it (visiondrop.layers.TowerLayerView)."""
 
+    has_cls = True
+
     def __init__(self, layer: nn.Module):
         self.layer = layer
         self.head_dim = layer.self_attn.head_dim
