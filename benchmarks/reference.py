@@ -1,14 +1,18 @@
 """transformers' own LLaVA classes on the same weights: the reference row of the efficiency benchmark (what a
 user would otherwise run: `LlavaForConditionalGeneration` / `LlavaNextForConditionalGeneration` /
-`VideoLlavaForConditionalGeneration` and its plain `generate`, unpruned). The parameters are shared with our model
-(no copy), so both rows read the same bytes. transformers' Video-LLaVA has no temporal attention: its row runs our
-weights without the temporal modules (equal to our model only with them zeroed), so its video tower does less
-work than ours."""
+`VideoLlavaForConditionalGeneration` / `Qwen2_5_VLForConditionalGeneration` and its plain `generate`, unpruned).
+The parameters are shared with our model (no copy), so both rows read the same bytes. transformers' Video-LLaVA has
+no temporal attention: its row runs our weights without the temporal modules (equal to our model only with them
+zeroed), so its video tower does less work than ours. Qwen2.5-VL's row holds our very modules (its vision
+transformer, decoder layers, norm, rotary embedding and lm_head are transformers' classes already)."""
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
 import time
+from collections.abc import Mapping
 
 import torch
 from transformers import (
@@ -16,6 +20,7 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
+    Qwen2_5_VLForConditionalGeneration,
     VideoLlavaConfig,
     VideoLlavaForConditionalGeneration,
 )
@@ -47,10 +52,29 @@ def hf_name(name: str, video: bool = False) -> str:
     raise KeyError(f"no transformers counterpart for parameter {name}")
 
 
+def qwen_reference_model(model):
+    """transformers' Qwen2.5-VL over the modules of our Qwen2.5-VL model (`vl_config`, same attention backend)."""
+    hf_cfg = copy.deepcopy(model.vl_config)
+    for part in (hf_cfg, hf_cfg.text_config, hf_cfg.vision_config):
+        part._attn_implementation = model.model.attn_implementation
+    with torch.device("meta"):
+        hf = Qwen2_5_VLForConditionalGeneration(hf_cfg)
+    ours, text = model.model, hf.model.language_model
+    hf.model.visual, hf.lm_head = ours.visual, model.lm_head
+    text.embed_tokens, text.layers, text.norm, text.rotary_emb = ours.embed_tokens, ours.layers, ours.norm, \
+        ours.rotary_emb
+    left = [n for n, t in (*hf.named_parameters(), *hf.named_buffers()) if t.is_meta]
+    if left:
+        raise ValueError(f"transformers' Qwen2.5-VL reference: {left[:3]} not taken from our model")
+    return hf.eval()
+
+
 def reference_model(model):
-    """transformers' LLaVA (NeXT for anyres models; Video-LLaVA, without the temporal modules, for Video-LLaVA)
-    over the very tensors of `model` (unpruned, same attention backend); the image token is the last vocabulary
-    id (Video-LLaVA: the video token, the image token the one before)."""
+    """transformers' LLaVA (NeXT for anyres models; Video-LLaVA, without the temporal modules, for Video-LLaVA;
+    Qwen2.5-VL for our Qwen2.5-VL family) over the very tensors of `model` (unpruned, same attention backend); the
+    image token is the last vocabulary id (Video-LLaVA: the video token, the image token the one before)."""
+    if hasattr(model, "vl_config"):
+        return qwen_reference_model(model)
     cfg, tower = model.config, model.get_vision_tower()
     video = getattr(model, "video_tower", None) is not None
     if cfg.mm_projector_type != "mlp2x_gelu":
@@ -92,9 +116,21 @@ def reference_model(model):
     return hf.eval()
 
 
+def qwen_reference_inputs(hf, input_ids: torch.Tensor, images: Mapping) -> dict:
+    """A Qwen2.5-VL benchmark batch (already in transformers' layout) for its `generate`, with the multimodal token
+    types where this transformers version takes them (5.2x computes M-RoPE positions from them)."""
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), **images}
+    if "mm_token_type_ids" in inspect.signature(hf.forward).parameters:
+        batch["mm_token_type_ids"] = (input_ids == hf.config.image_token_id).int()
+    return batch
+
+
 def reference_inputs(hf, input_ids: torch.Tensor, images, image_sizes=None) -> dict:
     """Our benchmark batch as transformers' `generate` takes it: the placeholder expanded to one image token per
-    visual token (NeXT: the count its own anyres layout gives), pixel values (NeXT: [B, crops, 3, S, S])."""
+    visual token (NeXT: the count its own anyres layout gives), pixel values (NeXT: [B, crops, 3, S, S]).
+    Qwen2.5-VL's batch (the image processor's output) is its own already."""
+    if isinstance(images, Mapping):
+        return qwen_reference_inputs(hf, input_ids, images)
     token, key = hf.config.image_token_index, "pixel_values"
     side = hf.config.vision_config.image_size // hf.config.vision_config.patch_size
     if isinstance(images, torch.Tensor) and images.dim() == 5:  # Video-LLaVA clips: every frame's tokens, CLS kept
@@ -163,7 +199,7 @@ def measure_reference(hf, batch: dict, points: list[int], warmup: int, repeats: 
     if max(points) > 1:
         per = (last["median"] - first["median"]) / (max(points) - 1)
         decode = {"median": per, "p10": per, "p90": per, "n": last["n"]}  # from medians: no spread
-    token = hf.config.video_token_index if "pixel_values_videos" in batch else hf.config.image_token_index
+    token = hf.config.video_token_id if "pixel_values_videos" in batch else hf.config.image_token_id
     n_visual = int((batch["input_ids"][0] == token).sum())
     return {"latency_ms": {"vit": None, "select": None, "prefill": None, "ttft": first if min(points) == 1 else None,
                            "decode_per_token": decode, "e2e": e2e},

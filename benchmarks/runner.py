@@ -4,7 +4,7 @@ end-to-end time for a fixed number of generated tokens, KV bytes allocated, peak
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache
 
+from benchmarks.qwen_inputs import qwen_inputs
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.mm_utils import get_anyres_image_grid_shape
 from llava.model import decoding
@@ -26,10 +27,11 @@ NEXT_IMAGE_SIZE = (672, 672)
 class BenchInputs:
     """A fixed batch: `text_tokens` random ids per row around one image placeholder (Video-LLaVA: one per frame),
     and random pixels ([B, 3, S, S]; for anyres one [1 + g, 3, S, S] crop stack per row, with the original
-    `image_sizes`; for Video-LLaVA clips [B, 3, T, S, S])."""
+    `image_sizes`; for Video-LLaVA clips [B, 3, T, S, S]; for Qwen2.5-VL a chat prompt with the image's
+    `<|image_pad|>` run and the image processor's output, benchmarks.qwen_inputs)."""
 
     input_ids: torch.Tensor
-    images: torch.Tensor | list[torch.Tensor]
+    images: torch.Tensor | list[torch.Tensor] | Mapping
     image_sizes: list[tuple[int, int]] | None = None
 
     @property
@@ -38,7 +40,9 @@ class BenchInputs:
 
     @property
     def n_crops(self) -> int:
-        """Sub-images (Video-LLaVA: frames) per sample that go through the vision tower."""
+        """Sub-images (Video-LLaVA: frames) per sample that go through the vision tower (Qwen2.5-VL: its image)."""
+        if isinstance(self.images, Mapping):
+            return len(self.images["image_grid_thw"]) // self.batch
         if isinstance(self.images, torch.Tensor):
             return self.images.shape[2] if self.images.dim() == 5 else 1
         return self.images[0].shape[0]
@@ -49,16 +53,26 @@ def sample_tower(model):
     return getattr(model, "video_tower", None) or model.get_vision_tower()
 
 
+def projector(model) -> torch.nn.Module:
+    """The module that maps tower features to the LLM width: LLaVA's mm_projector, Qwen2.5-VL's PatchMerger."""
+    visual = getattr(model.model, "visual", None)
+    return model.model.mm_projector if visual is None else visual.merger
+
+
 def anyres_crops(config, image_size: tuple[int, int], side: int) -> int:
     """Sub-images (base + grid crops) of an image of original size (w, h) under the config's pinpoints."""
     g_w, g_h = get_anyres_image_grid_shape(image_size, config.image_grid_pinpoints, side)
     return 1 + g_w * g_h
 
 
-def make_inputs(model, batch: int, text_tokens: int, image_position: int = 35, seed: int = 0) -> BenchInputs:
+def make_inputs(model, batch: int, text_tokens: int, image_position: int = 35, seed: int = 0,
+                processors: tuple | None = None) -> BenchInputs:
     """Identical rows (no padding): `image_position` text ids, the placeholder, the remaining text ids.
     An anyres (NeXT) model gets one 672x672 image per row: its 5 sub-images as random pixels; Video-LLaVA one
-    clip of its tower's frames (8 adjacent placeholders)."""
+    clip of its tower's frames (8 adjacent placeholders). Qwen2.5-VL (`processors`: its tokenizer and image
+    processor) one 1344x1008 image in its chat prompt (`image_position` does not apply: the template places it)."""
+    if processors is not None:
+        return BenchInputs(*qwen_inputs(model, *processors, batch, text_tokens, seed))
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, model.config.vocab_size, (text_tokens,), generator=g)
     cut = min(image_position, text_tokens)
@@ -182,7 +196,7 @@ def counting_projected(model, seen: dict) -> Iterator[None]:
     def hook(module, args, output) -> None:
         seen["projected_rows"] = seen.get("projected_rows", 0) + output.shape[:-1].numel()
 
-    handle = model.model.mm_projector.register_forward_hook(hook)
+    handle = projector(model).register_forward_hook(hook)
     try:
         yield
     finally:

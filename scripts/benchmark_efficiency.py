@@ -28,6 +28,14 @@ Video-LLaVA (`--random-weights video-llava-7b`, `tiny-video-llava-7b`, or a Vide
 224x224 frames per sample (8 x 257 = 2056 visual tokens unpruned, `configs/none/video_llava.yaml` the reference);
 FLOPs count the video tower per frame with its temporal attention. The transformers row is
 `VideoLlavaForConditionalGeneration` on the same weights without the temporal modules (it has none).
+
+Qwen2.5-VL (`--random-weights qwen2.5-vl-7b`, `tiny-qwen2.5-vl-7b`, or a Qwen2.5-VL checkpoint): one random-pixel
+1344x1008 image per sample (1728 merged tokens under the real processor bounds) in the family's chat prompt, filled
+to --text-tokens (the template places the image: --image-position does not apply); `configs/none/qwen2_5_vl.yaml`
+the reference. Random weights are written once as a checkpoint in the Qwen2.5-VL layout under $VISIONDROP_CACHE and
+loaded by the family's loader. FLOPs count the vision transformer's windowed and full-attention blocks and the
+PatchMerger as the projector. The transformers row is `Qwen2_5_VLForConditionalGeneration` over the same modules.
+Generation is eager (the family has no CUDA-graph path yet).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.analytic import analytic  # noqa: E402
 from benchmarks.graphs import graph_prefill  # noqa: E402
+from benchmarks.qwen_inputs import QWEN_IMAGE_SIZE  # noqa: E402
 from benchmarks.reference import measure_reference, reference_inputs, reference_model  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     TRANSFORMERS,
@@ -62,6 +71,7 @@ from benchmarks.report import (  # noqa: E402
 )
 from benchmarks.runner import (  # noqa: E402
     NEXT_IMAGE_SIZE,
+    BenchInputs,
     Plan,
     anyres_crops,
     find_max_batch,
@@ -73,14 +83,22 @@ from benchmarks.runner import (  # noqa: E402
     sample_tower,
 )
 from llava.model.decoding import fast_path_applies  # noqa: E402
-from llava.model.random_weights import MERGE_TYPES, NEXT_SHAPES, SHAPES, is_anyres, shapes, table_model  # noqa: E402
+from llava.model.random_weights import (  # noqa: E402
+    MERGE_TYPES,
+    NEXT_SHAPES,
+    SHAPES,
+    is_anyres,
+    random_qwen_path,
+    shapes,
+    table_model,
+)
 from visiondrop.config import PruningConfig, load_config  # noqa: E402
-from visiondrop.flops import from_configs  # noqa: E402
+from visiondrop.flops import from_configs, from_qwen_config  # noqa: E402
 from visiondrop.timing import SectionTimer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCES = {"llava-v1.5-7b": "configs/none/llava15.yaml", "llava-next-7b": "configs/none/llava_next.yaml",
-              "video-llava-7b": "configs/none/video_llava.yaml"}
+              "video-llava-7b": "configs/none/video_llava.yaml", "qwen2.5-vl-7b": "configs/none/qwen2_5_vl.yaml"}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 GQA_TOKENS = 4  # "GQA-style" short answer: one prefill + 3 decoded tokens
 MODES = {True: "CUDA graphs (ViT, prefill segments, decode; the default path)", False: "eager"}
@@ -89,7 +107,7 @@ MODES = {True: "CUDA graphs (ViT, prefill segments, decode; the default path)", 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model-path", help="LLaVA-1.5-style checkpoint directory (real weights)")
+    src.add_argument("--model-path", help="LLaVA / Video-LLaVA / Qwen2.5-VL checkpoint directory (real weights)")
     src.add_argument("--random-weights", metavar="SHAPE",
                      help=f"random weights of these shapes: {', '.join(SHAPES)} (model table names)")
     p.add_argument("--vision-tower", help="CLIP directory for --model-path (default: the checkpoint's)")
@@ -109,7 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-warmup", type=int, help="warm-up runs at the 'max' batch (default: --warmup)")
     p.add_argument("--max-repeats", type=int, help="timed runs at the 'max' batch (default: --repeats)")
     p.add_argument("--text-tokens", type=int, default=64)
-    p.add_argument("--image-position", type=int, default=35, help="text tokens before the image")
+    p.add_argument("--image-position", type=int, default=35,
+                   help="text tokens before the image (not Qwen2.5-VL: its chat template places the image)")
     p.add_argument("--gen-tokens", default="1,32", help="end-to-end points G (tokens generated, EOS ignored)")
     p.add_argument("--cuda-graph-prefill", action="store_true", help="also time the prefill layers in a CUDA graph")
     mode = p.add_mutually_exclusive_group()
@@ -147,8 +166,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def model_family(args: argparse.Namespace) -> str:
     """The `model:` the configs must target (a model table name): the random-weights shape's (a tiny variant:
-    its table entry's); for a checkpoint video-llava-7b for Video-LLaVA, llava-next-7b where anyres, else
-    llava-v1.5-7b."""
+    its table entry's); for a checkpoint video-llava-7b for Video-LLaVA, qwen2.5-vl-7b for Qwen2.5-VL,
+    llava-next-7b where anyres, else llava-v1.5-7b."""
     from llava.model.language_model.video_llava import is_video_llava
 
     if args.random_weights:
@@ -157,19 +176,31 @@ def model_family(args: argparse.Namespace) -> str:
         return "video-llava-7b"
     path = Path(args.model_path) / "config.json"
     fields = json.loads(path.read_text()) if path.is_file() else {}
+    if fields.get("model_type") == "qwen2_5_vl":
+        return "qwen2.5-vl-7b"
     return "llava-next-7b" if fields.get("image_aspect_ratio") == "anyres" else "llava-v1.5-7b"
 
 
 def load_model(args: argparse.Namespace):
-    """The pruning-aware model: random weights of the named shapes, or a real checkpoint."""
+    """The pruning-aware model: random weights of the named shapes, or a real checkpoint; and the inputs'
+    processors where the family builds its prompts with them (Qwen2.5-VL: tokenizer, image processor), else None."""
+    from llava.model.builder import load_pretrained_model
+
     dtype = DTYPES[args.dtype]
     vision_dtype = DTYPES[args.vision_dtype or args.dtype]
+    if model_family(args) == "qwen2.5-vl-7b":
+        if args.vision_dtype or args.vision_tower:
+            raise ValueError("--vision-dtype / --vision-tower do not apply to Qwen2.5-VL (its tower is in the "
+                             "checkpoint, in --dtype)")
+        path = args.model_path or random_qwen_path(args.random_weights, args.device)
+        tokenizer, model, image_processor, _ = load_pretrained_model(str(path), device=args.device, dtype=dtype,
+                                                                     attn_implementation=args.attn)
+        return model, (tokenizer, image_processor)
     if args.random_weights:
         from llava.model.random_weights import random_llava
 
         return random_llava(args.random_weights, dtype, args.device, args.attn, vision_dtype,
-                            merge_type=args.merge_type)
-    from llava.model.builder import load_pretrained_model
+                            merge_type=args.merge_type), None
     from llava.model.visiondrop_llava import PruningCLIPVisionTower, PruningVideoTower, VisionDropLlavaForCausalLM
 
     _, model, _, _ = load_pretrained_model(
@@ -182,7 +213,7 @@ def load_model(args: argparse.Namespace):
         if "unpad" in args.merge_type and not hasattr(model.model, "image_newline"):
             raise ValueError(f"--merge-type {args.merge_type}: the checkpoint has no image_newline")
         model.config.mm_patch_merge_type = args.merge_type
-    return model
+    return model, None
 
 
 def load_configs(paths: list[str], family: str = "llava-v1.5-7b") -> list[tuple[str, str, PruningConfig]]:
@@ -201,6 +232,8 @@ def load_configs(paths: list[str], family: str = "llava-v1.5-7b") -> list[tuple[
             cfg.source = str(resolved.relative_to(REPO))  # no machine paths in the results
         key = f"{resolved.parent.name}/{resolved.stem}"
         label = cfg.method if cfg.method == "none" or cfg.budget is None else f"{cfg.method} {cfg.budget:g}"
+        if cfg.method != "none" and cfg.budget_ratio is not None:  # Qwen2.5-VL: a share of the image's tokens
+            label = f"{cfg.method} {100 * cfg.budget_ratio:.1f}%"
         out.append((key, label, cfg))
     labels = [label for _, label, _ in out]
     return [(k, k if labels.count(label) > 1 else label, c) for k, label, c in out]
@@ -234,8 +267,13 @@ def _driver_version() -> str | None:
         return None
 
 
-def image_description(model) -> str:
+def image_description(model, inputs: BenchInputs) -> str:
     """The image each sample carries, as the report states it."""
+    if hasattr(model, "vl_config"):  # Qwen2.5-VL
+        t, h, w = inputs.images["image_grid_thw"][0].tolist()
+        merge = model.vl_config.vision_config.spatial_merge_size
+        return (f"one {QWEN_IMAGE_SIZE[0]}x{QWEN_IMAGE_SIZE[1]} image: {w}x{h} patches of 14 px ({t} temporal), "
+                f"{h * w // merge**2} merged tokens, in the chat prompt")
     tower = sample_tower(model)
     side = tower.config.image_size
     if hasattr(tower, "num_frames"):
@@ -251,18 +289,24 @@ def image_description(model) -> str:
 class Bench:
     """Runs the cells of one model and keeps the record (results are appended as they are measured)."""
 
-    def __init__(self, args: argparse.Namespace, model, configs, t0: float):
-        self.args, self.model, self.configs, self.t0 = args, model, configs, t0
+    def __init__(self, args: argparse.Namespace, model, processors, configs, t0: float):
+        self.args, self.model, self.processors, self.configs, self.t0 = args, model, processors, configs, t0
         self.timer = SectionTimer(args.device)
         model.attach_timer(self.timer)
         self.plan = Plan([*args.gen, GQA_TOKENS], args.warmup, args.repeats, args.decode_repeats)
         max_repeats = self.plan.repeats if args.max_repeats is None else args.max_repeats
         self.max_plan = Plan(self.plan.points, self.plan.warmup if args.max_warmup is None else args.max_warmup,
                              max_repeats, min(self.plan.decode_repeats, max_repeats))
-        tower = sample_tower(model)
-        frames = tower.num_frames if getattr(tower, "temporal", False) else 0  # Video-LLaVA's temporal attention
-        self.shapes = from_configs(model.config, tower.config, model.config.mm_projector_type, frames)
-        self.unit_tokens = getattr(tower, "tokens_per_frame", None) or tower.num_patches  # projected per unit
+        sample = self.inputs(1)
+        if hasattr(model, "vl_config"):  # Qwen2.5-VL: the tower's patches of the image; every merged token projected
+            patches = int(sample.images["image_grid_thw"][0].prod())
+            self.shapes = from_qwen_config(model.vl_config, patches)
+            self.unit_tokens = patches // model.vl_config.vision_config.spatial_merge_size ** 2
+        else:
+            tower = sample_tower(model)
+            frames = tower.num_frames if getattr(tower, "temporal", False) else 0  # Video-LLaVA's temporal attention
+            self.shapes = from_configs(model.config, tower.config, model.config.mm_projector_type, frames)
+            self.unit_tokens = getattr(tower, "tokens_per_frame", None) or tower.num_patches  # projected per unit
         self.known_fit: dict[str, int] = {}
         self.hf = None  # transformers' reference model, built on first use (shares our tensors)
         self.weight_bytes = decode_weight_bytes(model)
@@ -271,7 +315,7 @@ class Bench:
         self.record = {
             "environment": environment(args),
             "settings": {
-                "model": model_name, "image": image_description(model),
+                "model": model_name, "image": image_description(model, sample),
                 "merge_type": model.config.mm_patch_merge_type if anyres else None,
                 "batch_labels": args.batch_labels, "text_tokens": args.text_tokens, "gen_tokens": args.gen,
                 "e2e_points": self.plan.points, "warmup": args.warmup, "repeats": args.repeats,
@@ -288,7 +332,7 @@ class Bench:
 
     def inputs(self, batch: int):
         a = self.args
-        return make_inputs(self.model, batch, a.text_tokens, a.image_position)
+        return make_inputs(self.model, batch, a.text_tokens, a.image_position, processors=self.processors)
 
     def fits(self, batch: int) -> bool:
         """Whether one run with the longest G fits in memory at this batch."""
@@ -444,11 +488,13 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.monotonic()
     args = parse_args(argv)
     configs = load_configs(args.configs, model_family(args))
-    model = load_model(args)
+    model, processors = load_model(args)
     if args.graphs is None:  # the model's own default (generate(cuda_graph=None))
         args.graphs = fast_path_applies(model)
+    elif args.graphs and not model.supports_fast_path:
+        raise SystemExit(f"--cuda-graph-decode: {type(model).__name__} has no CUDA-graph path (it runs eager)")
     free_memory()
-    Bench(args, model, configs, t0).run()
+    Bench(args, model, processors, configs, t0).run()
     print((Path(args.out) / "efficiency.md").read_text())
 
 

@@ -35,8 +35,11 @@ class LLMShape:
 
 @dataclass(frozen=True)
 class VisionShape:
-    """ViT shape; tokens include CLS, patch_pixels is the patch-embedding conv fan-in. `frames` > 0: every layer
-    also attends across that many frames per token position (LanguageBind's temporal attention, Video-LLaVA)."""
+    """ViT shape; tokens include CLS (`cls`; Qwen2.5-VL's tower has none: tokens are its patches), patch_pixels is
+    the patch-embedding conv fan-in. `frames` > 0: every layer also attends across that many frames per token
+    position (LanguageBind's temporal attention, Video-LLaVA). `gated_mlp`: a SwiGLU MLP (three ffn matrices, not
+    two). `window` > 0: every layer outside `full_layers` attends within windows of that many tokens (Qwen2.5-VL:
+    8 x 8 patches; an image that tiles into whole windows), the `full_layers` ones over all tokens."""
 
     layers: int
     width: int
@@ -44,20 +47,42 @@ class VisionShape:
     tokens: int
     patch_pixels: int = 14 * 14 * 3
     frames: int = 0
+    cls: bool = True
+    gated_mlp: bool = False
+    window: int = 0
+    full_layers: int = 0
 
 
 @dataclass(frozen=True)
 class ProjectorShape:
-    """MLP projector: in_width -> out_width, then (n_linears - 1) out_width -> out_width linears."""
+    """MLP projector: in_width -> mid_width, (n_linears - 2) mid_width -> mid_width, mid_width -> out_width
+    (one linear: in_width -> out_width). `mid_width` defaults to out_width (LLaVA's mlp2x_gelu); Qwen2.5-VL's
+    PatchMerger keeps its input width (4 x 1280) in the middle."""
 
     in_width: int
     out_width: int
     n_linears: int = 2
+    mid_width: int | None = None
 
     @property
     def macs_per_token(self) -> int:
         """MACs per projected token."""
-        return self.in_width * self.out_width + (self.n_linears - 1) * self.out_width**2
+        if self.n_linears == 1:
+            return self.in_width * self.out_width
+        mid = self.mid_width or self.out_width
+        return self.in_width * mid + (self.n_linears - 2) * mid * mid + mid * self.out_width
+
+
+def llm_shape(llm_config: Any) -> LLMShape:
+    """The LLM shape of a LlamaConfig-like object (Qwen2's text config too)."""
+    return LLMShape(
+        layers=llm_config.num_hidden_layers,
+        hidden=llm_config.hidden_size,
+        ffn=llm_config.intermediate_size,
+        heads=llm_config.num_attention_heads,
+        kv_heads=getattr(llm_config, "num_key_value_heads", None) or llm_config.num_attention_heads,
+        vocab=llm_config.vocab_size,
+    )
 
 
 def from_configs(
@@ -65,15 +90,7 @@ def from_configs(
 ) -> tuple[LLMShape, VisionShape, ProjectorShape]:
     """Build shapes from LlamaConfig- and CLIPVisionConfig-like objects (`frames`: temporal attention, see
     VisionShape)."""
-    kv_heads = getattr(llm_config, "num_key_value_heads", None) or llm_config.num_attention_heads
-    llm = LLMShape(
-        layers=llm_config.num_hidden_layers,
-        hidden=llm_config.hidden_size,
-        ffn=llm_config.intermediate_size,
-        heads=llm_config.num_attention_heads,
-        kv_heads=kv_heads,
-        vocab=llm_config.vocab_size,
-    )
+    llm = llm_shape(llm_config)
     patch = vision_config.patch_size
     vision = VisionShape(
         layers=vision_config.num_hidden_layers,
@@ -92,15 +109,31 @@ def from_configs(
     return llm, vision, ProjectorShape(vision.width, llm.hidden, n_linears)
 
 
+def from_qwen_config(config: Any, patches: int) -> tuple[LLMShape, VisionShape, ProjectorShape]:
+    """Shapes of a Qwen2.5-VL config (`text_config`, `vision_config`) for an image of `patches` patches: the
+    vision transformer (SwiGLU, windows of (window_size / patch_size)^2 patches outside the full-attention blocks)
+    and the PatchMerger (merge^2 x width -> merge^2 x width -> LLM width) as the projector."""
+    v = config.vision_config
+    side = v.window_size // v.patch_size
+    vision = VisionShape(layers=v.depth, width=v.hidden_size, ffn=v.intermediate_size, tokens=patches,
+                         patch_pixels=v.in_channels * v.temporal_patch_size * v.patch_size**2, cls=False,
+                         gated_mlp=True, window=side * side, full_layers=len(v.fullatt_block_indexes))
+    merged = v.spatial_merge_size**2 * v.hidden_size
+    return llm_shape(config.text_config), vision, ProjectorShape(merged, v.out_hidden_size, mid_width=merged)
+
+
 def vision_macs(vision: VisionShape) -> int:
     """MACs of one ViT forward over one crop or frame (all layers + patch-embedding conv). With `frames`, each
     layer's temporal attention adds, per frame, q/k/v/o over its n tokens and n scores + weighted sums over the
-    frames (4 n w^2 + 2 n T w; the per-layer temporal embedding and layer norm are not counted, as no norm is)."""
+    frames (4 n w^2 + 2 n T w; the per-layer temporal embedding and layer norm are not counted, as no norm is).
+    Windowed layers attend over `window` tokens instead of n (2 n window w)."""
     n, w, t = vision.tokens, vision.width, vision.frames
-    per_layer = 4 * n * w * w + 2 * n * n * w + 2 * n * w * vision.ffn
+    dense = 4 * n * w * w + (3 if vision.gated_mlp else 2) * n * w * vision.ffn
     if t:
-        per_layer += 4 * n * w * w + 2 * n * t * w
-    return vision.layers * per_layer + (n - 1) * vision.patch_pixels * w
+        dense += 4 * n * w * w + 2 * n * t * w
+    full = vision.layers if not vision.window else vision.full_layers
+    attention = full * 2 * n * n * w + (vision.layers - full) * 2 * n * vision.window * w
+    return vision.layers * dense + attention + (n - int(vision.cls)) * vision.patch_pixels * w
 
 
 def llm_layer_macs(llm: LLMShape, n: int) -> int:
@@ -159,7 +192,7 @@ def flops_report(
     if len(visual_per_layer) != llm.layers:
         raise ValueError(f"need {llm.layers} per-layer counts, got {len(visual_per_layer)}")
     if projected_tokens is None:
-        projected_tokens = min(visual_per_layer[0], n_crops * (vision.tokens - 1))
+        projected_tokens = min(visual_per_layer[0], n_crops * (vision.tokens - int(vision.cls)))
     n_head = text_tokens + visual_per_layer[-1] if lm_head_positions == "all" else int(lm_head_positions)
     macs = {
         "vision": n_crops * vision_macs(vision),

@@ -59,10 +59,12 @@ CLIP_L_336 = VisionShape(layers=24, width=1024, ffn=4096, tokens=577)
 # LanguageBind's video tower: CLIP ViT-L/14-224 with temporal attention across its 8 frames in every layer
 LANGUAGEBIND_VIDEO = VisionShape(layers=24, width=1024, ffn=4096, tokens=257, frames=8)
 QWEN2_7B = LLMShape(layers=28, hidden=3584, ffn=18944, heads=28, kv_heads=4, vocab=152064)
-# Qwen2.5-VL's vision transformer on the nominal 1344 x 1008 image: 96 x 72 patches (2 frames of 14 x 14 each),
-# 1728 merged tokens after the 2 x 2 PatchMerger (its two linears as the projector). Its windowed attention and
-# the merger's widths are not what the FLOPs formulas of CLIP assume: FLOPs of this entry are approximate.
-QWEN25_VL_VISION = VisionShape(layers=32, width=1280, ffn=3420, tokens=6912, patch_pixels=2 * 14 * 14 * 3)
+# Qwen2.5-VL's vision transformer on the nominal 1344 x 1008 image: 96 x 72 patches (2 frames of 14 x 14 each), no
+# CLS, SwiGLU MLPs, windows of 112 px (8 x 8 patches; the image tiles into 12 x 9 of them) except the 4 full-attention
+# blocks; 1728 merged tokens after the 2 x 2 PatchMerger (its two linears, 5120 -> 5120 -> 3584, as the projector).
+# Norms, biases, activations and rotary tables are not counted (as for every model here).
+QWEN25_VL_VISION = VisionShape(layers=32, width=1280, ffn=3420, tokens=6912, patch_pixels=2 * 14 * 14 * 3, cls=False,
+                               gated_mlp=True, window=64, full_layers=4)
 QWEN_NOMINAL_TOKENS = 1728
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
@@ -72,7 +74,7 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("video-llava-7b", Geometry(256, 8, 32, cls_kept=True), VICUNA_7B, LANGUAGEBIND_VIDEO,
               ProjectorShape(1024, 4096)),
     ModelSpec("qwen2.5-vl-7b", Geometry(QWEN_NOMINAL_TOKENS, 1, 28, tower_cls=False, variable=True), QWEN2_7B,
-              QWEN25_VL_VISION, ProjectorShape(4 * 1280, 3584)),
+              QWEN25_VL_VISION, ProjectorShape(4 * 1280, 3584, mid_width=4 * 1280)),
 )}
 
 

@@ -126,7 +126,7 @@ def _init_random(model: torch.nn.Module, std: float = 0.02) -> None:
     """Deterministic-shape random init for efficiency runs (values do not matter, shapes do)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() == 1 and ("norm" in name or "layernorm" in name):
+            if p.dim() == 1 and ("norm" in name or ".ln_" in name):  # ln_: Qwen2.5-VL's PatchMerger norm
                 p.fill_(1.0)
             elif p.dim() == 1:
                 p.zero_()

@@ -70,9 +70,10 @@ def decode_step(lm, embeds: torch.Tensor, cache: DynamicCache, segments: list, t
 
 
 def fast_path_applies(model) -> bool:
-    """Whether `generate(cuda_graph=None)` takes the CUDA-graph path: the whole model on one GPU in fp16 /
-    bf16 with sdpa or eager attention (fp32 and CPU runs stay eager)."""
-    return (model.device.type == "cuda" and model.dtype in (torch.float16, torch.bfloat16)
+    """Whether `generate(cuda_graph=None)` takes the CUDA-graph path: a family that has it (`supports_fast_path`),
+    the whole model on one GPU in fp16 / bf16 with sdpa or eager attention (fp32 and CPU runs stay eager)."""
+    return (model.supports_fast_path and model.device.type == "cuda"
+            and model.dtype in (torch.float16, torch.bfloat16)
             and model.model.attn_implementation in ("sdpa", "eager") and model.decode_graphs.on_one_device())
 
 
@@ -160,6 +161,7 @@ def generate(model, input_ids: torch.Tensor, images=None, image_sizes=None, atte
         use_cache = model.model.method.cached_decode if model.model.method is not None else True
     if cuda_graph is None:
         cuda_graph = fast_path_applies(model)
+    cuda_graph = cuda_graph and model.supports_fast_path  # a family without the path falls back to eager
     with vision_graphs(model, cuda_graph):
         batch = model.prepare_multimodal_batch(input_ids, attention_mask, images, image_sizes)
     cached = use_cache and max_new_tokens > 1

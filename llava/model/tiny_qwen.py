@@ -45,34 +45,48 @@ def tiny_qwen_path(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     return build_once(root / f"tiny-qwen2.5-vl-v{TINY_QWEN_VERSION}", lambda out: _write_tiny_qwen(out, seed))
 
 
-def tiny_qwen_processors() -> tuple[Qwen2Tokenizer, Qwen2VLImageProcessorPil]:
+def tiny_qwen_processors(min_pixels: int = TINY_MIN_PIXELS, max_pixels: int = TINY_MAX_PIXELS
+                         ) -> tuple[Qwen2Tokenizer, Qwen2VLImageProcessorPil]:
     """The tiny checkpoint's tokenizer (byte-level BPE without merges, Qwen's special tokens, the chat template)
-    and image processor. (transformers' Qwen2_5_VLProcessor needs torchvision for its video part: the two are
-    saved and loaded on their own.)"""
+    and image processor bounded by `min_pixels` / `max_pixels`. (transformers' Qwen2_5_VLProcessor needs
+    torchvision for its video part: the two are saved and loaded on their own.)"""
     vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], errors="replace", model_max_length=4096)
     tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS[1:])})
     tokenizer.add_tokens(list(SPECIAL_TOKENS[:1]), special_tokens=True)
     tokenizer.pad_token = tokenizer.eos_token = "<|endoftext|>"
     tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer, Qwen2VLImageProcessorPil(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
+    return tokenizer, Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def qwen_checkpoint_config(text: dict, vision: dict, tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
+    """A Qwen2.5-VL config of these text / vision fields whose special token ids are the tokenizer's (`text`
+    may set its own vocab_size, at least the tokenizer's)."""
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in SPECIAL_TOKENS}
+    text = {"vocab_size": len(tokenizer), **text, "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"]}
+    return Qwen2_5_VLConfig(
+        text_config=text, vision_config=dict(vision, out_hidden_size=text["hidden_size"]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+
+
+def save_qwen_checkpoint(out: Path, model: Qwen2_5_VLForConditionalGeneration, tokenizer: Qwen2Tokenizer,
+                         image_processor: Qwen2VLImageProcessorPil, note: str) -> None:
+    """Write a Qwen2.5-VL checkpoint directory the way transformers does (weights, config, tokenizer, image
+    processor) with a README line `note`."""
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    (out / "README.md").write_text(note + "\n")
 
 
 def _write_tiny_qwen(out: Path, seed: int) -> None:
     torch.manual_seed(seed)
     tok, image_processor = tiny_qwen_processors()
-    ids = {name: tok.convert_tokens_to_ids(name) for name in SPECIAL_TOKENS}
-    text = dict(TINY_QWEN_TEXT, vocab_size=len(tok), bos_token_id=ids["<|endoftext|>"],
-                eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    config = Qwen2_5_VLConfig(
-        text_config=text, vision_config=dict(TINY_QWEN_VISION, out_hidden_size=text["hidden_size"]),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = Qwen2_5_VLForConditionalGeneration(qwen_checkpoint_config(TINY_QWEN_TEXT, TINY_QWEN_VISION, tok))
     with torch.no_grad():  # spread the default 0.02 init so that random tokens give varied, separable logits
         model.model.language_model.embed_tokens.weight.normal_(0.0, 1.0)
         model.lm_head.weight.normal_(0.0, 0.5)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    image_processor.save_pretrained(out)
-    (out / "README.md").write_text("Tiny random Qwen2.5-VL-shaped checkpoint for tests. Not a real model.\n")
+    save_qwen_checkpoint(out, model, tok, image_processor,
+                         "Tiny random Qwen2.5-VL-shaped checkpoint for tests. Not a real model.")

@@ -261,6 +261,7 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
 
     model_class = LlavaLlamaModel
     unpruned_model = "llava-v1.5-7b"  # the model name of the unpruned config installed when none is given
+    supports_fast_path = True  # the family runs the CUDA-graph path (decoding.fast_path_applies)
 
     def __init__(self, config: LlavaConfig):
         super().__init__()
@@ -307,7 +308,8 @@ class LlavaLlamaForCausalLM(LlavaMultimodalMixin, nn.Module):
         prefill over prompt + generated tokens at every step; None = the method's `cached_decode`).
         `cuda_graph`: the fast path, cached decode steps over a static KV cache replayed from a CUDA graph
         (llava.model.graph_decode; same results up to summation order); None (default) = on where it applies
-        (`decoding.fast_path_applies`: fp16 / bf16 on one GPU, sdpa or eager attention), False = the eager decode.
+        (`decoding.fast_path_applies`: fp16 / bf16 on one GPU, sdpa or eager attention), False = the eager decode;
+        a family without the path (`supports_fast_path` False: Qwen2.5-VL) runs eager whatever is asked.
         Returns the new token ids [B, n] (padded with `pad_token_id` after EOS), with `return_logits` also the
         per-step logits [B, n, V]."""
         return decoding.generate(self, input_ids, images, image_sizes, attention_mask, max_new_tokens,

@@ -80,6 +80,7 @@ class QwenVLForCausalLM(LlavaLlamaForCausalLM):
 
     model_class = QwenVLDecoder
     unpruned_model = MODEL_NAME
+    supports_fast_path = False  # the CUDA-graph replay is not wired to this family yet: generation stays eager
     method: Method | None = None
     timer: SectionTimer | None = None
 
@@ -87,10 +88,6 @@ class QwenVLForCausalLM(LlavaLlamaForCausalLM):
         super().__init__(config)
         self.config = config.text_config
         self.vl_config = config
-
-    def fast_path_applies(self) -> bool:
-        """The CUDA-graph replay is not wired to this family yet: generation stays eager."""
-        return False
 
     def set_pruning(self, config) -> None:
         """Install a validated pruning config of this family (`load_model_for_eval`): its encoder stage after the
