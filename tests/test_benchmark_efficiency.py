@@ -16,7 +16,14 @@ import torch
 from benchmarks.runner import find_max_batch, generate_timed, make_inputs
 from llava.model.random_weights import random_llava
 from visiondrop.config import load_config
-from visiondrop.flops import LLMShape, ProjectorShape, VisionShape, flops_report, kv_cache_bytes
+from visiondrop.flops import (
+    LLMShape,
+    ProjectorShape,
+    VisionShape,
+    boundary_selection,
+    flops_report,
+    kv_cache_bytes,
+)
 from visiondrop.timing import SectionTimer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -340,3 +347,72 @@ def test_video_reference_model_equals_ours_with_temporal_zeroed():
         theirs = hf(**batch).logits
     ours = model(inputs.input_ids, images=inputs.images)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+# ---- Qwen2.5-VL (tiny-qwen2.5-vl-7b: one 1344x1008 image = 96 x 72 patches, 1728 merged tokens, chat prompt) ----
+
+QWEN_COUNTS = {"none/qwen2_5_vl": [1728] * 28,
+               "visiondrop/qwen2_5_vl_11": [288] * 7 + [210] * 7 + [156] * 7 + [114] * 7}
+# The tiny widths (llava/model/tiny_qwen.py), written out: Qwen2 LLM with GQA and the real vocabulary; the vision
+# transformer (SwiGLU, 8x8-patch windows but in blocks 7/15/23/31) and the PatchMerger 4x32 -> 128 -> 64.
+TINY_QWEN_LLM = LLMShape(layers=28, hidden=64, ffn=128, heads=4, kv_heads=2, vocab=152064)
+TINY_QWEN_VIT = VisionShape(layers=32, width=32, ffn=64, tokens=6912, patch_pixels=2 * 14 * 14 * 3, cls=False,
+                            gated_mlp=True, window=64, full_layers=4)
+TINY_QWEN_MERGER = ProjectorShape(in_width=128, out_width=64, mid_width=128)
+
+
+@pytest.fixture(scope="module")
+def qwen_outputs(tmp_path_factory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("efficiency_qwen")
+    with pytest.MonkeyPatch.context() as patch:  # the random checkpoint is written under the cache
+        patch.setenv("VISIONDROP_CACHE", str(tmp_path_factory.mktemp("qwen_cache")))
+        record = run_benchmark(out, "--random-weights", "tiny-qwen2.5-vl-7b", "--configs",
+                               str(REPO / "configs" / "visiondrop" / "qwen2_5_vl_11.yaml"),
+                               "--batch-sizes", "1", "--repeats", "1", "--warmup", "0")
+    return record, (out / "efficiency.md").read_text()
+
+
+def test_qwen_cells_reference_row_and_columns(qwen_outputs):
+    record, md = qwen_outputs
+    cells = _results(record)
+    assert record["reference"] == "none/qwen2_5_vl" and record["environment"]["mode"] == "eager"
+    assert set(cells) == {(c, "1") for c in [*QWEN_COUNTS, "transformers"]}
+    assert all(r["status"] == "ok" for r in cells.values())
+    assert "one 1344x1008 image: 96x72 patches of 14 px (1 temporal), 1728 merged tokens" in md
+    for label in ("| none | 1728.0 |", "| visiondrop 11.1% | 192.0 |", "| transformers generate | 1728.0 |",
+                  "vs transformers G=1 / G=2", "% of limit: decode HBM / TTFT FLOP/s"):
+        assert label in md
+    for config, counts in QWEN_COUNTS.items():
+        r = cells[(config, "1")]
+        assert r["visual_per_layer"] == counts and r["projected_tokens"] == 1728 and r["n_crops"] == 1
+        analytic = kv_cache_bytes(TINY_QWEN_LLM, [TEXT + n for n in counts], 1, bytes_per_elem=4)
+        assert r["kv_allocated_bytes"] == analytic == r["kv_analytic_bytes"]
+        selection = [] if config == "none/qwen2_5_vl" else boundary_selection(TEXT, counts, "visual")
+        assert r["flops_per_sample"] == pytest.approx(flops_report(
+            TINY_QWEN_LLM, TINY_QWEN_VIT, TINY_QWEN_MERGER, TEXT, counts, projected_tokens=1728, selection=selection),
+            rel=1e-12)
+    hf = cells[("transformers", "1")]
+    assert hf["visual_per_layer"] == [1728] * 28
+    assert hf["flops_per_sample"] == cells[("none/qwen2_5_vl", "1")]["flops_per_sample"]
+    assert hf["ratio_to_transformers"]["speedup_e2e_G4"] == 1.0 and hf["physical"]["decode_hbm_pct"] > 0
+    weights = record["settings"]["llm_weight_bytes"]
+    layer = 2 * 64 * 64 + 2 * 64 * 32 + 64 + 2 * 32 + 3 * 64 * 128 + 2 * 64  # q/o, k/v (GQA), biases, MLP, norms
+    assert weights == 4 * (28 * layer + 64 + 152064 * 64)
+
+
+def test_qwen_reference_model_gives_our_tokens(tmp_path, monkeypatch):
+    """transformers' Qwen2_5_VLForConditionalGeneration over our modules generates the unpruned model's greedy tokens
+    on the benchmark's inputs (chat prompt of TEXT text tokens, one 1344x1008 image, batch 2)."""
+    from benchmarks.reference import reference_generate, reference_inputs, reference_model
+    from llava.model.builder import load_pretrained_model
+    from llava.model.random_weights import random_qwen_path
+
+    monkeypatch.setenv("VISIONDROP_CACHE", str(tmp_path))
+    tokenizer, model, image_processor, _ = load_pretrained_model(
+        str(random_qwen_path("tiny-qwen2.5-vl-7b", "cpu")), dtype=torch.float32)
+    inputs = make_inputs(model, 2, TEXT, processors=(tokenizer, image_processor))
+    assert inputs.input_ids.shape == (2, TEXT + 1728) and inputs.n_crops == 1
+    hf = reference_model(model)
+    assert hf.model.visual is model.model.visual and hf.lm_head is model.lm_head  # shared, not copied
+    ours = model.generate(inputs.input_ids, images=inputs.images, min_new_tokens=3, max_new_tokens=3)
+    assert torch.equal(reference_generate(hf, reference_inputs(hf, inputs.input_ids, inputs.images), 3), ours)
