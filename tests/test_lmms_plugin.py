@@ -21,7 +21,8 @@ from eval_data import stand_in_image
 
 from llava.conversation import build_prompt
 from llava.eval import model_vqa_loader
-from llava.eval.generation import generate_batch, load_for_args, pixel_inputs, run_settings
+from llava.eval.generation import generate_batch, load_for_args, run_settings
+from llava.eval.prompts import pixel_inputs
 from llava.eval.questions import read_loader_questions
 from llava.lmms.engine import (
     Query,
