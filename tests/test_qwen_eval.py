@@ -1,20 +1,18 @@
 """The benchmark drivers and scripts on a Qwen2.5-VL checkpoint (tiny random one, written in the Qwen2.5-VL layout):
 answers of real GQA questions on stand-in images of three sizes, unpruned (the family's default config) and
 VisionDrop; the prompt is the checkpoint's chat template; per-layer counts are each image's own schedule; batch 2
-equals batch 1; a LLaVA config, and pixel bounds on LLaVA, are refused before anything is written."""
+equals batch 1; a LLaVA config, and pixel bounds on LLaVA, are refused before anything is written. The driver and
+script helpers are tests/test_eval_pipeline.py's."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from eval_data import build_gqa, build_sqa, stand_in_image
+from test_eval_pipeline import loader, run_script
 
-from llava.eval import model_vqa_loader
 from llava.eval.prompts import prompt_batch
 from llava.eval.questions import read_loader_questions
 from llava.model.family import QWEN_FAMILY
@@ -50,13 +48,6 @@ def gqa(tmp_path):
     return tmp_path / "data/gqa/llava_gqa_testdev_balanced.jsonl", images, rows
 
 
-def loader(model, questions, images, answers, *extra) -> int:
-    """The loader driver in-process, with the flags the benchmark scripts pass (the loaded model is cached)."""
-    return model_vqa_loader.main(["--model-path", str(model), "--question-file", str(questions),
-                                  "--image-folder", str(images), "--answers-file", str(answers), "--device", "cpu",
-                                  "--max-new-tokens", "3", "--temperature", "0", "--conv-mode", "vicuna_v1", *extra])
-
-
 def schedule(config: str, n_image: int) -> list[int]:
     """A config's visual tokens per decoder layer for an image of `n_image` merged tokens (28 layers)."""
     from visiondrop.methods import build_method
@@ -86,6 +77,10 @@ def test_loader_answers_with_the_family_config_and_per_image_counts(qwen_path, g
     assert settings["family"] == QWEN_FAMILY and settings["conv_mode"] == "chat_template"
     assert settings["pruning"]["model"] == QWEN_FAMILY
     assert settings["pruning"]["method"] == ("none" if config is None else "visiondrop")
+    batched = tmp_path / "batch2.jsonl"  # a padded batch of two image sizes gives the answers of batch 1
+    assert loader(qwen_path, questions, images, batched, *(["--config", config] if config else []),
+                  "--batch-size", "2") == 0
+    assert batched.read_text() == answers.read_text()
 
 
 def test_prompt_is_the_chat_template_with_the_image_first(qwen_path, gqa):
@@ -106,13 +101,6 @@ def test_prompt_is_the_chat_template_with_the_image_first(qwen_path, gqa):
     assert batch.input_ids.equal(ids) and batch.attention_mask.equal(mask)
     assert batch.images["pixel_values"].equal(processed["pixel_values"])
     assert batch.stop_token_id == tok.convert_tokens_to_ids("<|im_end|>")
-
-
-def test_batch_of_two_sizes_equals_one_at_a_time(qwen_path, gqa, tmp_path):
-    questions, images, _ = gqa
-    assert loader(qwen_path, questions, images, tmp_path / "b1.jsonl", "--config", VD11) == 0
-    assert loader(qwen_path, questions, images, tmp_path / "b2.jsonl", "--config", VD11, "--batch-size", "2") == 0
-    assert (tmp_path / "b2.jsonl").read_text() == (tmp_path / "b1.jsonl").read_text()
 
 
 def test_pixel_bounds_change_the_tokens_and_are_recorded(qwen_path, gqa, tmp_path):
@@ -146,17 +134,8 @@ def test_pixel_bounds_on_llava_are_refused(tiny_path, gqa, tmp_path, capsys):
     assert not answers.exists()
 
 
-def run_script(name: str, data_root: Path, results: Path, model: Path, *args: str):
-    """scripts/eval/<name>.sh on CPU (as tests/test_eval_pipeline.py runs them)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("GPUS", "CUDA_VISIBLE_DEVICES", "RUN_NAME")}
-    env.update(MODEL_PATH=str(model), DATA_ROOT=str(data_root), RESULTS_ROOT=str(results), DEVICE="cpu",
-               PYTHON=sys.executable, OMP_NUM_THREADS="1")
-    return subprocess.run(["bash", str(REPO / "scripts/eval" / f"{name}.sh"), *args], env=env, capture_output=True,
-                          text=True, timeout=600)
-
-
 def test_gqa_script_defaults_to_the_qwen_unpruned_config(qwen_path, gqa, tmp_path):
-    proc = run_script("gqa", tmp_path / "data", tmp_path / "results", qwen_path, "--max-new-tokens", "2")
+    proc = run_script("gqa", tmp_path / "data", tmp_path / "results", qwen_path, None, "--max-new-tokens", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "config " + str(REPO / "configs/none/qwen2_5_vl.yaml") in proc.stderr
     record = json.loads((tmp_path / "results/none_qwen2_5_vl/gqa.json").read_text())
