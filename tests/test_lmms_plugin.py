@@ -260,6 +260,17 @@ def test_a_config_that_cannot_apply_fails_before_any_request(tiny_path):
 
 
 @needs_lmms
+def test_a_qwen_checkpoint_is_refused_before_any_request(tmp_path):
+    from lmms_eval.models import get_model
+
+    from llava.model.tiny_qwen import tiny_qwen_path
+
+    path = tiny_qwen_path(tmp_path)
+    with pytest.raises(ValueError, match=r"runs LLaVA-family checkpoints; qwen2\.5-vl-7b is not wired yet"):
+        get_model("visiondrop_llava").create_from_arg_string(f"pretrained={path}", {"device": "cpu"})
+
+
+@needs_lmms
 def test_plugin_methods_on_lmms_eval_instances(tiny_path, tmp_path, engine):
     """generate_until, loglikelihood and generate_until_multi_round of the model class on hand-made Instances
     give the engine's answers and fill the sidecar."""

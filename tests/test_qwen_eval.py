@@ -112,6 +112,9 @@ def test_pixel_bounds_change_the_tokens_and_are_recorded(qwen_path, gqa, tmp_pat
     settings = json.loads(answers.with_name("small.jsonl.run.json").read_text())["settings"]
     assert (settings["min_pixels"], settings["max_pixels"]) == (None, 56 * 56)
     assert loader(qwen_path, questions, images, answers) == 2  # other pixel bounds: the answers are not reused
+    big = tmp_path / "big.jsonl"
+    assert loader(qwen_path, questions, images, big, "--min-pixels", str(28 * 28 * 64)) == 0
+    assert all(a["metadata"]["visual_tokens_per_layer"][0] >= 64 for a in read_lines(big))
 
 
 def test_llava_config_on_qwen_is_refused_before_writing(qwen_path, gqa, tmp_path, capsys):
