@@ -21,7 +21,8 @@ from eval_data import stand_in_image
 
 from llava.conversation import build_prompt
 from llava.eval import model_vqa_loader
-from llava.eval.generation import generate_batch, load_for_args, pixel_inputs, run_settings
+from llava.eval.generation import generate_batch, load_for_args, run_settings
+from llava.eval.prompts import pixel_inputs
 from llava.eval.questions import read_loader_questions
 from llava.lmms.engine import (
     Query,
@@ -256,6 +257,17 @@ def test_a_config_that_cannot_apply_fails_before_any_request(tiny_path):
         cls.create_from_arg_string(f"pretrained={tiny_path},config=missing.yaml", {"device": "cpu"})
     with pytest.raises(ValueError, match=r"unknown model_args \['temperature'\]"):
         cls.create_from_arg_string(f"pretrained={tiny_path},temperature=0", {"device": "cpu"})
+
+
+@needs_lmms
+def test_a_qwen_checkpoint_is_refused_before_any_request(tmp_path):
+    from lmms_eval.models import get_model
+
+    from llava.model.tiny_qwen import tiny_qwen_path
+
+    path = tiny_qwen_path(tmp_path)
+    with pytest.raises(ValueError, match=r"runs LLaVA-family checkpoints; qwen2\.5-vl-7b is not wired yet"):
+        get_model("visiondrop_llava").create_from_arg_string(f"pretrained={path}", {"device": "cpu"})
 
 
 @needs_lmms

@@ -11,8 +11,8 @@ from PIL import Image
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from llava.model.builder import load_pretrained_model
+from llava.model.family import QWEN_FAMILY
 from llava.model.language_model.qwen2_5_vl import (
-    MODEL_NAME,
     QwenDecoderLayerView,
     QwenVLForCausalLM,
     build_inputs,
@@ -155,14 +155,14 @@ def test_several_images_in_one_prompt_are_refused():
 def test_llava_config_on_a_qwen_checkpoint_is_refused(qwen_path):
     from llava.model.visiondrop_llava import load_model_for_eval
 
-    with pytest.raises(ValueError, match=rf"llava-v1.5-7b.*{MODEL_NAME}"):
+    with pytest.raises(ValueError, match=rf"llava-v1.5-7b.*{QWEN_FAMILY}"):
         load_model_for_eval(str(qwen_path), "configs/none/llava15.yaml", dtype=torch.float32)
 
 
 def test_qwen_config_on_a_llava_checkpoint_is_refused(load_tiny):
     _, model = load_tiny()
-    with pytest.raises(ValueError, match=rf"{MODEL_NAME}.*llava"):
-        model.set_pruning(PruningConfig(method="none", model=MODEL_NAME))
+    with pytest.raises(ValueError, match=rf"{QWEN_FAMILY}.*llava"):
+        model.set_pruning(PruningConfig(method="none", model=QWEN_FAMILY))
 
 
 def test_encoder_scores_by_hand(ours, inputs):

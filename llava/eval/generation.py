@@ -25,11 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llava.conversation import build_prompt
+from llava.eval.prompts import prompt_batch, prompt_template
 from llava.eval.questions import EvalInputError, EvalItem, answer_key, chunk_items
 from llava.eval.record import COMPARED_SETTINGS, run_file_for
 from llava.eval.run_guard import AnswerLock, RunLockedError, code_version, config_hash, exit_on_sigterm
 from llava.eval.scoring.common import overwritten_input
+from llava.model.family import QWEN_FAMILY, check_config_family, check_pixel_bounds, checkpoint_family
 from visiondrop.config import ConfigError, PruningConfig, load_config
 
 if TYPE_CHECKING:
@@ -44,21 +45,27 @@ def add_common_args(ap: argparse.ArgumentParser, max_new_tokens: int, conv_mode:
     """Model, pruning-config, generation and run options shared by every driver (LLaVA's flags and defaults
     plus this project's)."""
     g = ap.add_argument_group("model")
-    g.add_argument("--model-path", required=True, help="local LLaVA checkpoint directory")
+    g.add_argument("--model-path", required=True, help="local checkpoint directory (LLaVA family or Qwen2.5-VL)")
     g.add_argument("--model-base", default=None, help="base LLM of a LoRA or projector-only checkpoint")
     g.add_argument("--vision-tower", default=None, help="local CLIP directory (overrides mm_vision_tower)")
     g.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cuda, cuda:1, cpu")
     g.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto: float16 on GPU, float32 on CPU")
     g.add_argument("--attn-implementation", default="sdpa", help="sdpa (default), flash_attention_2, eager")
+    g.add_argument("--min-pixels", "--min_pixels", dest="min_pixels", type=int, default=None,
+                   help="Qwen2.5-VL only: lower bound of the image processor's dynamic resolution (default: the "
+                        "checkpoint's preprocessor_config.json)")
+    g.add_argument("--max-pixels", "--max_pixels", dest="max_pixels", type=int, default=None,
+                   help="Qwen2.5-VL only: upper bound of the image processor's dynamic resolution")
     g = ap.add_argument_group("pruning config")
-    g.add_argument("--config", default=None, help="pruning config YAML (default: unpruned)")
+    g.add_argument("--config", default=None, help="pruning config YAML (default: the checkpoint family's unpruned one)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     g.add_argument("--dominant", type=int, default=None, help="released flag: encoder.dominant")
     g.add_argument("--contextual", type=int, default=None, help="released flag: encoder.contextual")
     g.add_argument("--layer_list", default=None, help="released flag: llm.layers, e.g. [8,16,24]")
     g.add_argument("--image_token_list", default=None, help="released flag: llm.tokens, e.g. [[61,9],[45,7],[33,5]]")
     g = ap.add_argument_group("generation")
-    g.add_argument("--conv-mode", default=conv_mode, help=f"prompt template (default {conv_mode}, as LLaVA's)")
+    g.add_argument("--conv-mode", default=conv_mode,
+                   help=f"prompt template (default {conv_mode}, as LLaVA's); Qwen2.5-VL uses its chat template")
     g.add_argument("--temperature", type=float, default=0.2,
                    help="sampling temperature (LLaVA's default 0.2); 0 = greedy, the reproduction setting")
     g.add_argument("--top_p", type=float, default=None)
@@ -93,9 +100,10 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, torch.dtype]:
     return device, getattr(torch, dtype)
 
 
-def pruning_config(args: argparse.Namespace) -> PruningConfig:
-    """The run's pruning config: --config (default unpruned) with --set and the released VisionDrop flags
-    applied; those flags alone select VisionDrop (its defaults for the flags left out)."""
+def pruning_config(args: argparse.Namespace, family: str | None = None) -> PruningConfig:
+    """The run's pruning config: --config (default: the unpruned config of the checkpoint's `family`) with --set
+    and the released VisionDrop flags applied; those flags alone select VisionDrop (its defaults for the flags
+    left out)."""
     from llava.model.visiondrop_llava import official_flags_to_overrides
 
     config_file, extra = getattr(args, "config", None), list(getattr(args, "set", None) or [])
@@ -103,6 +111,8 @@ def pruning_config(args: argparse.Namespace) -> PruningConfig:
                                           for k in ("dominant", "contextual", "layer_list", "image_token_list")))
     if flags and config_file is None:
         return load_config(None, flags + extra, raw={"method": "visiondrop"})
+    if config_file is None and family == QWEN_FAMILY:  # LLaVA's unpruned config is load_config's default
+        return load_config(None, extra, raw={"method": "none", "model": QWEN_FAMILY})
     if flags and (method := load_config(config_file).method) != "visiondrop":
         raise ConfigError(f"--dominant / --contextual / --layer_list / --image_token_list are VisionDrop flags, but "
                           f"{config_file} is method {method!r}: drop them or pass a visiondrop config")
@@ -110,18 +120,28 @@ def pruning_config(args: argparse.Namespace) -> PruningConfig:
 
 
 def run_settings(args: argparse.Namespace):
-    """(validated pruning config, the answer-changing settings recorded next to the answer file)."""
+    """(validated pruning config, the answer-changing settings recorded next to the answer file). The model family
+    is read from the checkpoint: a config of another family, and pixel bounds on a family without dynamic resolution,
+    are refused here, before anything loads or is written; on Qwen2.5-VL `--conv-mode` is not used (said in one
+    line on stderr)."""
     from llava.mm_utils import get_model_name_from_path
 
-    config = pruning_config(args)
+    family = checkpoint_family(args.model_path)
+    check_pixel_bounds(family, args.min_pixels, args.max_pixels)
+    config = pruning_config(args, family)
+    check_config_family(config.model, family)
+    if family == QWEN_FAMILY:
+        print(f"note: {args.model_path} is a Qwen2.5-VL checkpoint: prompts use its chat template, --conv-mode "
+              f"{args.conv_mode} is ignored", file=sys.stderr)
     _, dtype = resolve_device_dtype(args.device, args.dtype)
     pruning = config.to_dict()
     pruning.pop("source", None)
     settings = {"model_id": get_model_name_from_path(args.model_path), "model_path": str(args.model_path),
-                "config_file": config.source, "pruning": pruning, "conv_mode": args.conv_mode,
-                "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                "dtype": str(dtype).replace("torch.", ""), "eager_decode": args.eager_decode,
-                "config_hash": config_hash(pruning), "code_version": code_version()}
+                "family": family, "config_file": config.source, "pruning": pruning,
+                "conv_mode": prompt_template(family, args.conv_mode), "min_pixels": args.min_pixels,
+                "max_pixels": args.max_pixels, "max_new_tokens": args.max_new_tokens,
+                "temperature": args.temperature, "top_p": args.top_p, "dtype": str(dtype).replace("torch.", ""),
+                "eager_decode": args.eager_decode, "config_hash": config_hash(pruning), "code_version": code_version()}
     return config, settings
 
 
@@ -130,12 +150,14 @@ def load_for_args(args: argparse.Namespace, config):
     from llava.model.visiondrop_llava import load_model_for_eval
 
     device, dtype = resolve_device_dtype(args.device, args.dtype)
-    key = (str(args.model_path), args.model_base, device, dtype, args.attn_implementation, args.vision_tower)
+    key = (str(args.model_path), args.model_base, device, dtype, args.attn_implementation, args.vision_tower,
+           args.min_pixels, args.max_pixels)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
         tok, model, image_processor, _ = load_model_for_eval(
             str(args.model_path), config, model_base=args.model_base, dtype=dtype, device=device,
-            attn_implementation=args.attn_implementation, vision_tower=args.vision_tower)
+            attn_implementation=args.attn_implementation, vision_tower=args.vision_tower,
+            min_pixels=args.min_pixels, max_pixels=args.max_pixels)
         _MODEL_CACHE[key] = (tok, model, image_processor)
     tok, model, image_processor = _MODEL_CACHE[key]
     model.set_pruning(config)
@@ -227,46 +249,23 @@ def generate_batch(batch: list[EvalItem], tok, model, image_processor, args: arg
     return generate_queries([item.query for item in batch], pil, tok, model, image_processor, args)
 
 
-def pixel_inputs(pil: list, model, image_processor) -> tuple:
-    """(pixel tensor(s) on the model's device and dtype, original sizes) of PIL images; (None, None) for none."""
-    from llava.mm_utils import process_images
-
-    if not isinstance(pil, list):  # clips already preprocessed to [n, 3, T, H, W] (llava.eval.model_video_qa)
-        return pil.to(device=model.device, dtype=model.dtype), None
-    if not pil:
-        return None, None
-    images = process_images(pil, image_processor, model.config)
-    cast = {"device": model.device, "dtype": model.dtype}  # fp16 pixels as the reference drivers pass them
-    images = [im.to(**cast) for im in images] if isinstance(images, list) else images.to(**cast)
-    return images, [im.size for im in pil]
-
-
 def generate_queries(queries: list[str], pil: list, tok, model, image_processor,
                      args: argparse.Namespace) -> list[tuple]:
-    """Answers to user turns (`<image>` placeholders in `queries`, one PIL image each, in order) rendered with
-    args.conv_mode: [(text, per-layer visual token counts)] in query order."""
-    import torch
-
-    from llava.mm_utils import tokenizer_image_token
-
-    ids = [tokenizer_image_token(build_prompt(query, args.conv_mode), tok, return_tensors="pt") for query in queries]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    input_ids = torch.full((len(ids), max(len(x) for x in ids)), pad, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for row, x in enumerate(ids):
-        input_ids[row, :len(x)], mask[row, :len(x)] = x, 1
-    images, sizes = pixel_inputs(pil, model, image_processor)
-    out = model.generate(input_ids.to(model.device), images=images, image_sizes=sizes,
-                         attention_mask=mask.to(model.device), max_new_tokens=args.max_new_tokens,
+    """Answers to user turns (`<image>` placeholders in `queries`, one PIL image each, in order) in the model
+    family's prompt (`llava.eval.prompts`; args.conv_mode on LLaVA): [(text, per-layer visual token counts)] in
+    query order."""
+    batch = prompt_batch(queries, pil, tok, model, image_processor, args.conv_mode)
+    out = model.generate(batch.input_ids, images=batch.images, image_sizes=batch.image_sizes,
+                         attention_mask=batch.attention_mask, max_new_tokens=args.max_new_tokens,
                          do_sample=args.temperature > 0, temperature=args.temperature, top_p=args.top_p,
-                         eos_token_id=tok.eos_token_id, pad_token_id=pad,
+                         eos_token_id=batch.stop_token_id, pad_token_id=batch.pad_token_id,
                          cuda_graph=False if args.eager_decode else (True if args.cuda_graph_decode else None))
     per_layer = model.last_stats.visual_per_layer.cpu()
     results = []
     for row in range(len(queries)):
         tokens = out[row].tolist()
-        if tok.eos_token_id in tokens:
-            tokens = tokens[:tokens.index(tok.eos_token_id)]
+        if batch.stop_token_id in tokens:
+            tokens = tokens[:tokens.index(batch.stop_token_id)]
         text = tok.decode(tokens, skip_special_tokens=True).strip()
         results.append((text, [int(v) for v in per_layer[:, row].tolist()]))
     return results

@@ -17,8 +17,8 @@ from llava.eval.scoring.common import refuse_overwrite
 from llava.eval.scoring.results import write_result
 
 # Settings that change the answers: an answer file may only be resumed / merged when they agree.
-COMPARED_SETTINGS = ("model_id", "pruning", "conv_mode", "max_new_tokens", "temperature", "top_p", "dtype",
-                     "code_version")
+COMPARED_SETTINGS = ("model_id", "pruning", "conv_mode", "min_pixels", "max_pixels", "max_new_tokens", "temperature",
+                     "top_p", "dtype", "code_version")
 
 
 def run_file_for(answers_file: str | Path) -> Path:
@@ -59,8 +59,8 @@ def visual_token_summary(answers: list[dict]) -> dict[str, Any]:
 
 
 def build_extra(answers_file: str | Path, run: str | None = None, wall_time: float | None = None) -> dict:
-    """Extra result-record fields: model, method, budget, full config, the tower label where the model has one
-    (Video-LLaVA), measured visual tokens, timings."""
+    """Extra result-record fields: model, its family, method, budget, full config, the tower label where the model
+    has one (Video-LLaVA), measured visual tokens, timings."""
     answers = read_answer_lines(answers_file)
     info = load_run_info(answers_file)
     settings = info.get("settings", {})
@@ -69,11 +69,13 @@ def build_extra(answers_file: str | Path, run: str | None = None, wall_time: flo
     towers = list(dict.fromkeys(r["tower"] for r in runs if r.get("tower")))
     extra = {
         "run": run, "model": settings.get("model_id"), "model_path": settings.get("model_path"),
+        "family": settings.get("family"),
         "method": pruning.get("method"), "budget": pruning.get("budget"), "config_file": settings.get("config_file"),
         "config": pruning, "config_hash": settings.get("config_hash"), "code_version": settings.get("code_version"),
         "answers_file": str(answers_file), "answers": len(answers),
         **visual_token_summary(answers),
-        "generation": {k: settings.get(k) for k in ("conv_mode", "max_new_tokens", "temperature", "top_p", "dtype")},
+        "generation": {k: settings.get(k) for k in ("conv_mode", "min_pixels", "max_pixels", "max_new_tokens",
+                                                    "temperature", "top_p", "dtype")},
         "generation_seconds": round(sum(r.get("seconds", 0.0) for r in runs), 3), "generation_runs": runs,
         "wall_time_s": wall_time,
     }

@@ -15,7 +15,8 @@ import torch
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.conversation import build_prompt, conv_templates
-from llava.eval.generation import generate_queries, pixel_inputs
+from llava.eval.generation import generate_queries
+from llava.eval.prompts import pixel_inputs
 from llava.mm_utils import tokenizer_image_token
 
 DEFAULT_MAX_NEW_TOKENS = 128

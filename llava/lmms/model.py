@@ -22,6 +22,7 @@ from llava.eval.generation import load_for_args, run_settings
 from llava.lmms.engine import Query, generate, generate_multi_round, loglikelihood, make_query
 from llava.lmms.options import device_for_process, engine_args, process_position, run_label
 from llava.lmms.record import VisualTokenRecord, record_path
+from llava.model.family import LLAVA_FAMILY
 from visiondrop.config import ConfigError
 
 DEFAULT_RECORD = "results/lmms/{model}/{config}.rank{rank}.json"
@@ -50,6 +51,8 @@ class VisionDropLlava(lmms):
                                 conv_template, cuda_graph)
         try:  # a config that cannot apply to this checkpoint fails here, before any request
             pruning, settings = run_settings(self.args)
+            if settings["family"] != LLAVA_FAMILY:  # its log-likelihood prompts are LLaVA's conv template
+                raise ValueError(f"the plugin runs LLaVA-family checkpoints; {settings['family']} is not wired yet")
             self._tokenizer, self._model, self.image_processor = load_for_args(self.args, pruning)
         except (ConfigError, FileNotFoundError, NotImplementedError, TypeError, ValueError) as err:
             raise ValueError(f"visiondrop_llava (pretrained={pretrained}, config={config}): {err}") from None

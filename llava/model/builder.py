@@ -11,6 +11,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from llava.model.checkpoint import TOWER_KEY_RENAMES, TOWER_PREFIX, CheckpointError, assign_weights, read_weights
 from llava.model.compat import image_processor_class
+from llava.model.family import QWEN_FAMILY, check_pixel_bounds, checkpoint_family
 from llava.model.language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from llava.model.language_model.qwen2_5_vl import load_qwen_model
 from llava.model.language_model.video_llava import is_video_llava, load_video_llava
@@ -146,6 +147,8 @@ def load_pretrained_model(
     tower_cls=CLIPVisionTower,
     model_cls=LlavaLlamaForCausalLM,
     video_tower_cls=LanguageBindVideoTower,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ):
     """Load tokenizer, model, image processor and context length from an original LLaVA checkpoint directory.
 
@@ -156,17 +159,19 @@ def load_pretrained_model(
     stored in the checkpoint (NeXT) in `dtype`. Returns (tokenizer, model, image_processor, context_len), the
     processor also set as `model.get_vision_tower().image_processor` as in LLaVA. A Video-LLaVA checkpoint loads
     through its family with `tower_cls` as its image tower and `video_tower_cls` as its video tower. A Qwen2.5-VL
-    checkpoint (config.json model_type `qwen2_5_vl`) loads through its family (llava.model.language_model.qwen2_5_vl).
+    checkpoint (config.json model_type `qwen2_5_vl`) loads through its family (llava.model.language_model.qwen2_5_vl),
+    `min_pixels` / `max_pixels` bounding its image processor's dynamic resolution (refused for the other families).
     """
     root = Path(model_path)
     if not root.is_dir():
         raise FileNotFoundError(f"model path {root} does not exist: download the checkpoint there or fix "
                                 "--model-path")
+    family = checkpoint_family(root)
+    check_pixel_bounds(family, min_pixels, max_pixels)
     if is_video_llava(root):  # its own family: two LanguageBind towers inside the checkpoint
         return load_video_llava(root, device, dtype, attn_implementation, model_cls, tower_cls, video_tower_cls)
-    config_file = root / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "qwen2_5_vl":
-        return load_qwen_model(root, device, dtype, attn_implementation)
+    if family == QWEN_FAMILY:
+        return load_qwen_model(root, device, dtype, attn_implementation, min_pixels, max_pixels)
     config = read_config(root)
     config._attn_implementation = attn_implementation
     base = Path(model_base) if model_base is not None else None

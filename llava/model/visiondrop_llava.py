@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from llava.model.builder import load_pretrained_model
+from llava.model.family import LLAVA_FAMILY, check_config_family
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
-from llava.model.language_model.qwen2_5_vl import LLAVA_FAMILY, check_config_family
 from llava.model.multimodal_encoder.clip_encoder import CLIPLayerView, CLIPVisionTower
 from llava.model.multimodal_encoder.languagebind_video import LanguageBindVideoTower
 from visiondrop.config import PruningConfig, load_config

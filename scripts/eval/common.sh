@@ -1,12 +1,14 @@
 # Shared functions of the benchmark scripts (source it; do not run it).
 #
 # Usage of every script:  bash scripts/eval/<bench>.sh [CONFIG.yaml | --config CONFIG.yaml] [driver options...]
-#   CONFIG          pruning config (default configs/none/llava15.yaml = unpruned); the run name is
+#   CONFIG          pruning config (default: the unpruned config of the checkpoint's family, configs/none/llava15.yaml
+#                   or, for a Qwen2.5-VL checkpoint, configs/none/qwen2_5_vl.yaml); the run name is
 #                   <config folder>_<config name>, e.g. visiondrop_llava15_64 (override: RUN_NAME)
 #   driver options  passed to the answer generator, e.g. --set llm.merge=false, --dominant 42 ...,
 #                   --batch-size 4, --max-new-tokens 16, --overwrite (discard this run's answers, start afresh)
 # Environment:
-#   MODEL_PATH      local LLaVA checkpoint folder (default checkpoints/llava-v1.5-7b)
+#   MODEL_PATH      local checkpoint folder: LLaVA-1.5 / NeXT or Qwen2.5-VL (its chat template; docs/qwen.md)
+#                   (default checkpoints/llava-v1.5-7b)
 #   DATA_ROOT       benchmark data (default playground/data/eval; layout in playground/data/README.md)
 #   RESULTS_ROOT    result JSONs go to $RESULTS_ROOT/<run>/<bench>.json (default results)
 #   DEVICE          cuda or cpu (default: cuda when GPUs are visible, else cpu)
@@ -65,7 +67,7 @@ require_path() {
 # CHUNKS GPU_LIST MODEL_PATH DATA_ROOT RESULTS_DIR.
 eval_setup() {
     local caller=$PWD k given="" arg resume=()
-    CONFIG=configs/none/llava15.yaml
+    CONFIG=""
     if [[ $# -gt 0 && "$1" != -* ]]; then CONFIG=$1; given=$1; shift; fi
     GEN_ARGS=()
     while [[ $# -gt 0 ]]; do  # --config is the config argument too (it decides the run name)
@@ -80,6 +82,18 @@ eval_setup() {
     done
     for arg in "$0" ${given:+"$given"} "${GEN_ARGS[@]}"; do [[ "$arg" == --overwrite ]] || resume+=("$arg"); done
     RESUME_CMD="bash$(printf ' %q' "${resume[@]}")"
+    if [[ -n "${MODEL_PATH:-}" ]]; then MODEL_PATH=$(abs_path "$MODEL_PATH" "$caller")
+    else MODEL_PATH=$REPO_ROOT/checkpoints/llava-v1.5-7b; fi
+    if [[ -z "${PYTHON:-}" ]]; then
+        if [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then PYTHON=$REPO_ROOT/.venv/bin/python; else PYTHON=python3; fi
+    fi
+    PY=$PYTHON
+    if [[ -n "${DATA_ROOT:-}" ]]; then DATA_ROOT=$(abs_path "$DATA_ROOT" "$caller")
+    else DATA_ROOT=$REPO_ROOT/playground/data/eval; fi
+    require_path "$MODEL_PATH/config.json" "a checkpoint (e.g. liuhaotian/llava-v1.5-7b or Qwen/Qwen2.5-VL-7B-Instruct) in $MODEL_PATH, or set MODEL_PATH"
+    if [[ -z "$CONFIG" ]]; then  # the unpruned config of the checkpoint's family
+        CONFIG=$("$PY" -m llava.model.family "$MODEL_PATH") || die "cannot read $MODEL_PATH/config.json"
+    fi
     if [[ -f "$(abs_path "$CONFIG" "$caller")" ]]; then
         CONFIG=$(abs_path "$CONFIG" "$caller")
     else
@@ -91,16 +105,8 @@ eval_setup() {
     folder=$(basename "$(dirname "$CONFIG")")
     RUN=${RUN_NAME:-${folder}_${stem}}
     CKPT=$RUN
-    if [[ -n "${MODEL_PATH:-}" ]]; then MODEL_PATH=$(abs_path "$MODEL_PATH" "$caller")
-    else MODEL_PATH=$REPO_ROOT/checkpoints/llava-v1.5-7b; fi
-    if [[ -n "${DATA_ROOT:-}" ]]; then DATA_ROOT=$(abs_path "$DATA_ROOT" "$caller")
-    else DATA_ROOT=$REPO_ROOT/playground/data/eval; fi
     if [[ -n "${RESULTS_ROOT:-}" ]]; then RESULTS_DIR=$(abs_path "$RESULTS_ROOT" "$caller")/$RUN
     else RESULTS_DIR=$REPO_ROOT/results/$RUN; fi
-    if [[ -z "${PYTHON:-}" ]]; then
-        if [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then PYTHON=$REPO_ROOT/.venv/bin/python; else PYTHON=python3; fi
-    fi
-    PY=$PYTHON
     local gpus=${GPUS:-${CUDA_VISIBLE_DEVICES:-}}
     if [[ -z "$gpus" && "${DEVICE:-}" != cpu ]] && command -v nvidia-smi >/dev/null 2>&1; then
         gpus=$(nvidia-smi -L 2>/dev/null | awk '/^GPU/{printf "%s%d", sep, n++; sep=","}') || gpus=""
@@ -113,7 +119,6 @@ eval_setup() {
         IFS=, read -r -a GPU_LIST <<< "$gpus"
     fi
     CHUNKS=${#GPU_LIST[@]}
-    require_path "$MODEL_PATH/config.json" "a LLaVA checkpoint (e.g. liuhaotian/llava-v1.5-7b) in $MODEL_PATH, or set MODEL_PATH"
     SECONDS=0
     echo "run $RUN: config $CONFIG, model $MODEL_PATH, device $DEVICE, chunks $CHUNKS" >&2
 }

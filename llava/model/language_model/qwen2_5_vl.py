@@ -32,6 +32,7 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
 )
 
 from llava.model.checkpoint import assign_weights, read_weights
+from llava.model.family import QWEN_FAMILY, check_config_family
 from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM, LlavaLlamaModel
 from llava.model.llava_arch import _as_rows
 from llava.model.qwen_vision_scores import scored_tower_pass
@@ -41,22 +42,6 @@ from visiondrop.methods import build_method
 from visiondrop.methods.base import Method
 from visiondrop.reduction import UnitTokens
 from visiondrop.timing import SectionTimer, timed
-
-MODEL_NAME = "qwen2.5-vl-7b"  # the family's name, as a pruning config's `model:` spells it
-LLAVA_FAMILY = "llava"
-
-
-def model_family(model: str) -> str:
-    """The family a model name (a pruning config's `model:`) belongs to: this one or LLaVA's."""
-    return MODEL_NAME if model.startswith("qwen2.5-vl") else LLAVA_FAMILY
-
-
-def check_config_family(config_model: str, checkpoint_family: str) -> None:
-    """Refuse a pruning config written for another family's model (its geometry and schedules do not apply)."""
-    if model_family(config_model) != checkpoint_family:
-        raise ValueError(f"the pruning config targets model {config_model!r} ({model_family(config_model)} family) "
-                         f"but the checkpoint is a {checkpoint_family} model: use a config written for "
-                         f"{checkpoint_family}")
 
 
 class QwenVLDecoder(LlavaLlamaModel):
@@ -79,7 +64,7 @@ class QwenVLForCausalLM(LlavaLlamaForCausalLM):
     (`pixel_values`, `image_grid_thw`: one image per sample that has an `<|image_pad|>` run, in batch order)."""
 
     model_class = QwenVLDecoder
-    unpruned_model = MODEL_NAME
+    unpruned_model = QWEN_FAMILY
     supports_fast_path = False  # the CUDA-graph replay is not wired to this family yet: generation stays eager
     method: Method | None = None
     timer: SectionTimer | None = None
@@ -92,7 +77,7 @@ class QwenVLForCausalLM(LlavaLlamaForCausalLM):
     def set_pruning(self, config) -> None:
         """Install a validated pruning config of this family (`load_model_for_eval`): its encoder stage after the
         PatchMerger (methods that score without CLS) and its LLM stages, with a fresh execution layer."""
-        check_config_family(config.model, MODEL_NAME)
+        check_config_family(config.model, QWEN_FAMILY)
         method = build_method(config)
         if method.has_encoder_stage and not method.scores_without_cls:
             raise NotImplementedError(f"{config.method}'s encoder stage scores with a CLS token, which Qwen2.5-VL's "
@@ -189,17 +174,22 @@ def mrope_positions(length: int, start: int, grid_hw: tuple[int, int] | None) ->
     return positions
 
 
+def chat_prompt_ids(tokenizer, content: list[dict], image_tokens: int = 0) -> torch.Tensor:
+    """Token ids of one user turn in the chat template, the assistant turn opened; `content` holds text parts and at
+    most one `{"type": "image"}`, whose `<|image_pad|>` is expanded to `image_tokens` (its merged-token count)."""
+    messages = [{"role": "user", "content": content}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = text.replace("<|image_pad|>", "<|image_pad|>" * image_tokens, 1)
+    return torch.tensor(tokenizer(text).input_ids)
+
+
 def build_inputs(tokenizer, image_processor, questions: list[str], images: list) -> tuple:
     """Chat prompts (one image, then the question, per sample) -> right-padded input_ids, attention_mask and the
     image processor's output, each `<|image_pad|>` expanded to its image's merged-token count."""
     processed = image_processor(images=images, return_tensors="pt")
     merge = image_processor.merge_size ** 2
-    rows = []
-    for question, grid in zip(questions, processed["image_grid_thw"]):
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        text = text.replace("<|image_pad|>", "<|image_pad|>" * int(grid.prod() // merge), 1)
-        rows.append(torch.tensor(tokenizer(text).input_ids))
+    rows = [chat_prompt_ids(tokenizer, [{"type": "image"}, {"type": "text", "text": q}], int(grid.prod() // merge))
+            for q, grid in zip(questions, processed["image_grid_thw"])]
     ids = pad_rows(rows, tokenizer.pad_token_id)
     mask = pad_rows([torch.ones(len(r), dtype=torch.long) for r in rows], 0)
     return ids, mask, processed
